@@ -1,0 +1,34 @@
+# colorray: `make run` rebuilds the DVC pipeline on the embedded default dataset,
+# `make test` runs the test suite. Both create and install the virtual environment first.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# No phoning home from the tools we drive; servers and Ray stay on this machine.
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+export PATH := $(BIN):$(PATH)
+
+.PHONY: venv run test bench clean
+
+venv: $(STAMP)
+
+# Reinstall only when the declared or pinned dependencies change.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+run: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	python -m pytest
+
+bench: $(STAMP)
+	python benchmarks/loader.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,87 @@
+"""The `colorray` command. The DVC stage scripts in pipeline/ call these same subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from colorray.config import ConfigError, load_params
+from colorray.data.archive import UnsafeArchiveError
+from colorray.data.download import DownloadError
+
+# Errors that are the user's input, not a bug: one clear line, no traceback.
+USER_ERRORS = (ConfigError, DownloadError, UnsafeArchiveError, FileNotFoundError, KeyError, ValueError)
+
+
+def cmd_fetch(args) -> None:
+    from colorray.data.sources import fetch_source
+
+    cfg = load_params(args.params).data
+    record = fetch_source(cfg, Path(args.out), Path(args.downloads))
+    for f in record["files"]:
+        state = "verified" if f["verified"] else "not verified (no checksum known)"
+        print(f"fetch: {f['name']} from {f['url'] or 'the installed package'}: {state}")
+
+
+def cmd_shard(args) -> None:
+    from colorray.data.shards import write_shards
+
+    cfg = load_params(args.params).data
+    m = write_shards(cfg, Path(args.raw), Path(args.out), workers=args.workers)
+    counts = ", ".join(f"{s} {v['count']} in {len(v['shards'])} shards" for s, v in m["splits"].items())
+    print(f"shard: {m['inputs']} inputs -> kept {m['kept']} ({counts}), dropped "
+          f"{len(m['dropped'])}, outside subset {m['outside_subset']}; see {args.out}/manifest.json")
+
+
+def cmd_sources(args) -> None:
+    from colorray.data.sources import SOURCES
+
+    for name, src in SOURCES.items():
+        urls = ", ".join(f.url or "(manual download)" for f in src.files) or "(bundled, no download)"
+        print(f"{name:16s} {src.study}\n{'':16s} {urls}")
+
+
+def cmd_params(args) -> None:
+    print(json.dumps(load_params(args.params).model_dump(mode="json"), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="colorray", description="Colorize grayscale photos with GANs.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fetch", help="download, verify and extract data.source (DVC stage 'fetch')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default="data/raw")
+    p.add_argument("--downloads", default="data/downloads", help="download cache (kept for resume)")
+    p.set_defaults(fn=cmd_fetch)
+
+    p = sub.add_parser("shard", help="decode, filter, split and write webdataset shards (DVC stage 'shard')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--raw", default="data/raw")
+    p.add_argument("--out", default="data/shards")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.set_defaults(fn=cmd_shard)
+
+    p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
+    p.set_defaults(fn=cmd_sources)
+
+    p = sub.add_parser("params", help="validate params.yaml and print it with every default filled in")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(fn=cmd_params)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except USER_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"colorray {args.command}: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Stream shards into batches of uint8 RGB, split disjointly by rank and by loader worker.
+
+The manifest says how many samples each shard holds, so every epoch is planned up front
+(`plan_epoch`, a pure function): the split's samples, in shard order (optionally only the
+first `dataset_size`), are cut into per-shard segments; the segment order is shuffled with
+a seed shared by all ranks; the resulting sequence is cut into `world_size` equal,
+contiguous ranges, and each rank's range into batch-aligned ranges for its loader workers.
+So ranks and workers see disjoint samples, read only the shards they need, and every rank
+yields the same number of batches, however uneven the shards are (DESIGN.md trap 4).
+
+Inside a worker, chunks go through a shuffle buffer and are cut into batches; Lab
+conversion happens later, batched, on the training device (`colorray.color`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from colorray.data.shards import read_manifest
+
+
+@dataclass(frozen=True)
+class Piece:
+    shard: str  # file name inside the shard folder
+    start: int  # sample offsets inside that shard, [start, stop)
+    stop: int
+
+
+def _split_range(n: int, parts: int, index: int) -> tuple[int, int]:
+    """The index-th of `parts` near-equal contiguous ranges of range(n)."""
+    return n * index // parts, n * (index + 1) // parts
+
+
+def _pieces(segments: list[Piece], start: int, stop: int) -> list[Piece]:
+    """The parts of the concatenated `segments` that fall in [start, stop), wrapping around."""
+    total = sum(s.stop - s.start for s in segments)
+    out, pos = [], 0
+    while start < stop:
+        lo = start % total
+        pos = 0
+        for seg in segments:
+            n = seg.stop - seg.start
+            if pos + n > lo:
+                take = min(pos + n - lo, stop - start)
+                a = seg.start + lo - pos
+                out.append(Piece(seg.shard, a, a + take))
+                start += take
+                lo += take
+                if start >= stop:
+                    break
+            pos += n
+    return out
+
+
+def plan_epoch(shards: list[dict], *, batch_size: int, rank: int = 0, world_size: int = 1,
+               worker: int = 0, num_workers: int = 1, epoch: int = 0, seed: int = 0,
+               shuffle: bool = True, drop_last: bool = True, dataset_size: int | None = None
+               ) -> tuple[list[Piece], int]:
+    """The pieces of shards one (rank, worker) reads this epoch, and its number of batches.
+
+    drop_last=True: every rank gets the same number of full batches (training).
+    drop_last=False: ranks are padded by wrapping around, as DistributedSampler does, so all
+    samples are seen and every rank still yields the same number of batches (evaluation).
+    """
+    segments, remaining = [], dataset_size
+    for sh in shards:
+        n = sh["count"] if remaining is None else min(sh["count"], remaining)
+        if n > 0:
+            segments.append(Piece(sh["name"], 0, n))
+        if remaining is not None:
+            remaining -= n
+    total = sum(s.stop - s.start for s in segments)
+    if total == 0:
+        return [], 0
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(segments))
+        segments = [segments[i] for i in order]
+    if drop_last:
+        per_rank = (total // world_size) // batch_size * batch_size
+        if per_rank == 0:
+            raise ValueError(f"{total} samples cannot fill one batch of {batch_size} on each of "
+                             f"{world_size} ranks; lower the batch size or add data")
+    else:
+        per_rank = math.ceil(total / world_size)
+    n_batches = math.ceil(per_rank / batch_size)
+    b0, b1 = _split_range(n_batches, num_workers, worker)
+    start = rank * per_rank + b0 * batch_size
+    stop = rank * per_rank + min(b1 * batch_size, per_rank)
+    return _pieces(segments, start, stop), b1 - b0
+
+
+def batches_per_epoch(shards: list[dict], batch_size: int, world_size: int = 1,
+                      drop_last: bool = True, dataset_size: int | None = None) -> int:
+    """Batches each rank yields per epoch (identical on every rank)."""
+    return plan_epoch(shards, batch_size=batch_size, world_size=world_size,
+                      drop_last=drop_last, dataset_size=dataset_size, shuffle=False)[1]
+
+
+class ShardStream(IterableDataset):
+    """Yields dicts {"rgb": (B, S, S, 3) uint8 tensor, "key": [...], "label": [...]}.
+
+    Call `set_epoch(e)` before each epoch (use non-persistent loader workers, so each
+    epoch's workers receive it).
+    """
+
+    def __init__(self, folder: str | Path, split: str, batch_size: int, *, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 dataset_size: int | None = None, shuffle_buffer: int = 2048):
+        self.folder = Path(folder).resolve()  # absolute: Ray workers run in another folder
+        manifest = read_manifest(self.folder)
+        if split not in manifest["splits"]:
+            raise KeyError(f"{self.folder}: no split {split!r} in the manifest")
+        self.shards = manifest["splits"][split]["shards"]
+        self.split, self.batch_size = split, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.dataset_size, self.shuffle_buffer = dataset_size, shuffle_buffer
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.shards, self.batch_size, self.world_size,
+                                 self.drop_last, self.dataset_size)
+
+    def _plan(self, worker: int, num_workers: int) -> tuple[list[Piece], int]:
+        return plan_epoch(self.shards, batch_size=self.batch_size, rank=self.rank,
+                          world_size=self.world_size, worker=worker, num_workers=num_workers,
+                          epoch=self.epoch, seed=self.seed, shuffle=self.shuffle,
+                          drop_last=self.drop_last, dataset_size=self.dataset_size)
+
+    def _read(self, pieces: list[Piece]):
+        """Yield (images, keys, labels) for the samples of `pieces`, in order."""
+        for piece in pieces:
+            url = str(self.folder / piece.shard)
+            offset = 0
+            for rec in wds.tarfile_to_samples()([{"url": url}]):
+                meta = json.loads(rec["json"])
+                n = len(meta["keys"])
+                lo, hi = max(piece.start, offset), min(piece.stop, offset + n)
+                if lo < hi:  # decode only the chunks this piece overlaps
+                    images = np.load(io.BytesIO(rec["npy"]), allow_pickle=False)
+                    yield (images[lo - offset:hi - offset], meta["keys"][lo - offset:hi - offset],
+                           meta["labels"][lo - offset:hi - offset])
+                offset += n
+                if offset >= piece.stop:
+                    break
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        pieces, n_batches = self._plan(worker, num_workers)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        buf_img, buf_key, buf_lab, buffered = [], [], [], 0
+        emitted = 0
+
+        def drain(final: bool):
+            nonlocal buf_img, buf_key, buf_lab, buffered, emitted
+            images = np.concatenate(buf_img)
+            keys = [k for ks in buf_key for k in ks]
+            labels = [lab for ls in buf_lab for lab in ls]
+            order = rng.permutation(len(images)) if self.shuffle else np.arange(len(images))
+            n_full = len(images) // self.batch_size
+            cut = len(images) if final else n_full * self.batch_size
+            for b in range(0, cut, self.batch_size):
+                idx = order[b:b + self.batch_size]
+                yield {"rgb": torch.from_numpy(images[idx]), "key": [keys[i] for i in idx],
+                       "label": [labels[i] for i in idx]}
+                emitted += 1
+            rest = order[cut:]
+            buf_img = [images[rest]] if len(rest) else []
+            buf_key = [[keys[i] for i in rest]]
+            buf_lab = [[labels[i] for i in rest]]
+            buffered = len(rest)
+
+        for images, keys, labels in self._read(pieces):
+            buf_img.append(images)
+            buf_key.append(keys)
+            buf_lab.append(labels)
+            buffered += len(images)
+            if buffered >= max(self.shuffle_buffer, self.batch_size):
+                yield from drain(final=False)
+        if buffered:
+            yield from drain(final=True)
+        if emitted != n_batches:  # a shard shorter than its manifest says: fail loudly
+            raise RuntimeError(f"{self.folder}: rank {self.rank} worker {worker} produced "
+                               f"{emitted} batches, the plan says {n_batches}; shards and "
+                               "manifest disagree (re-run the shard stage)")
+
+
+def make_loader(folder: str | Path, split: str, batch_size: int, *, num_workers: int = 2,
+                pin_memory: bool = False, **kwargs) -> DataLoader:
+    """A DataLoader over `ShardStream` (batching happens in the dataset)."""
+    dataset = ShardStream(folder, split, batch_size, **kwargs)
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
