@@ -16,6 +16,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
+# File signatures of the formats we read: a file that has one but does not decode is
+# reported as corrupt, not as "not an image".
+SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP",
+              b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
+
+
 class BadImage(ValueError):
     """An input that cannot be used; `str(e)` is the reason recorded in the manifest."""
 
@@ -63,6 +69,9 @@ def decode_image(data: bytes) -> np.ndarray:
                 img.load()  # forces the full decode: truncation shows up here
                 arr = to_rgb(img)
     except UnidentifiedImageError:
+        fmt = next((f for sig, f in SIGNATURES.items() if data.startswith(sig)), None)
+        if fmt is not None:
+            raise BadImage(f"corrupt image ({fmt} signature, but it does not decode)") from None
         raise BadImage("not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"too large to decode safely ({e})") from None

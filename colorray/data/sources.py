@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -376,7 +377,10 @@ def colorize_digit(gray: np.ndarray, digit: int, u: float) -> np.ndarray:
     lab[..., 0] = gray.astype(np.float64) * (100.0 / 255.0)
     lab[..., 1] = 255.0 * a01 - 128.0
     lab[..., 2] = 255.0 * b01 - 128.0
-    return np.clip(np.rint(lab2rgb(lab) * 255.0), 0, 255).astype(np.uint8)
+    with warnings.catch_warnings():  # saturated (a, b) at dark L leave the sRGB gamut: clipped
+        warnings.simplefilter("ignore", UserWarning)
+        rgb = lab2rgb(lab)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 @register

@@ -1,0 +1,54 @@
+import pytest
+import yaml
+
+from colorray.config import SOURCE_NAMES, ConfigError, Params, load_params, parse_params
+from colorray.data.sources import SOURCES
+
+from conftest import ROOT
+
+
+def test_project_params_file_is_valid_and_matches_the_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params == Params()  # params.yaml documents exactly the defaults
+
+
+def test_every_source_name_in_the_config_has_a_registry_entry():
+    assert set(SOURCE_NAMES) == set(SOURCES)
+
+
+@pytest.mark.parametrize(
+    "raw, needles",
+    [
+        ({"data": {"image_sise": 64}}, ["data.image_sise", "unknown key", "image_size"]),
+        ({"dta": {}}, ["dta", "unknown key", "data"]),
+        ({"data": {"image_size": 100}}, ["data.image_size", "32, 64, 128, 256", "100"]),
+        ({"data": {"image_size": "big"}}, ["data.image_size", "integer", "big"]),
+        ({"data": {"source": "imagenet"}}, ["data.source", "'skimage'", "'tiny-imagenet'", "imagenet"]),
+        ({"data": {"val_fraction": 0.9}}, ["data.val_fraction", "0.5"]),
+        ({"data": {"sha256": "abc"}}, ["data.sha256", "64 hexadecimal"]),
+        ({"data": {"source": "folder"}}, ["data", "data.path"]),
+        ({"loader": {"num_workers": -1}}, ["loader.num_workers", "greater than or equal to 0"]),
+    ],
+)
+def test_bad_params_name_the_key_and_what_is_allowed(raw, needles):
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    for needle in needles:
+        assert needle in str(e.value)
+
+
+def test_params_are_frozen():
+    params = Params()
+    with pytest.raises(Exception):
+        params.data.image_size = 128
+
+
+def test_load_params_reports_bad_yaml_with_the_file_name(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
+        load_params(p)
+    p.write_text(yaml.safe_dump({"data": {"image_size": 128}}))
+    assert load_params(p).data.image_size == 128
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")

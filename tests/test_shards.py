@@ -1,0 +1,127 @@
+"""The shard stage: determinism, atomic writes, and a run killed halfway."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from colorray.config import DataParams
+from colorray.data.shards import read_manifest, write_shards
+from colorray.data.sources import fetch_source
+
+from conftest import ROOT
+
+
+def _check_tar_complete(path):
+    """Every record of a finished shard decodes: (n, S, S, 3) uint8 with n keys."""
+    records = {}
+    with tarfile.open(path) as tf:
+        for m in tf.getmembers():
+            key, ext = m.name.rsplit(".", 1)
+            records.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    for rec in records.values():
+        images = np.load(io.BytesIO(rec["npy"]))
+        meta = json.loads(rec["json"])
+        assert images.dtype == np.uint8 and images.ndim == 4 and len(images) == len(meta["keys"])
+    return len(records)
+
+
+def test_manifest_accounts_for_every_input_and_matches_the_tars(skimage_shards):
+    m = read_manifest(skimage_shards)
+    assert m["inputs"] == m["kept"] + len(m["dropped"]) + m["outside_subset"]
+    for split in m["splits"].values():
+        for sh in split["shards"]:
+            assert _check_tar_complete(skimage_shards / sh["name"]) == len(sh["chunks"])
+            assert sum(sh["chunks"]) == sh["count"]
+            assert (skimage_shards / sh["name"]).stat().st_size == sh["bytes"]
+    assert sorted(p.name for p in skimage_shards.iterdir()) == sorted(
+        [sh["name"] for s in m["splits"].values() for sh in s["shards"]] + ["manifest.json"])
+
+
+def test_shard_size_is_bounded(tmp_path, skimage_shards):
+    raw = skimage_shards.parent / "raw"
+    cfg = DataParams(shard_max_mb=0.5, chunk_size=8)
+    m = write_shards(cfg, raw, tmp_path / "shards", progress=False)
+    sizes = [sh["bytes"] for s in m["splits"].values() for sh in s["shards"]]
+    assert len(sizes) > 10 and max(sizes) <= 0.5 * 2**20
+
+
+def _run_shard(params_file, raw, out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "colorray.cli", "shard", "--params", str(params_file), "--raw", str(raw),
+         "--out", str(out), "--workers", "1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_shard_stage_killed_halfway_leaves_only_complete_shards_and_reruns_identically(tmp_path, skimage_shards):
+    raw = skimage_shards.parent / "raw"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"image_size": 128, "shard_max_mb": 0.4, "chunk_size": 4}}))
+
+    # Reference: an uninterrupted run.
+    ref = _run_shard(params, raw, tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+
+    out = tmp_path / "out"
+    stage = tmp_path / "out.partial"
+    proc = _run_shard(params, raw, out)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(stage.glob("*.tar"))) < 5:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = list(stage.glob("*.tar"))
+    assert len(finished) >= 5, "the run finished or stalled before it could be killed halfway"
+    assert not out.exists()  # the output folder never exists half-written
+    for tar in finished:  # every shard under its final name is complete
+        _check_tar_complete(tar)
+    assert all(p.name.endswith(".tmp") for p in stage.iterdir() if not p.name.endswith(".tar"))
+
+    rerun = _run_shard(params, raw, out)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()
+    assert not stage.exists()
+    ref_files = sorted(p.name for p in (tmp_path / "ref").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == ref_files
+    for name in ref_files:
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def test_sharding_is_deterministic_and_parallel_equals_serial(tmp_path, skimage_shards):
+    raw = skimage_shards.parent / "raw"
+    cfg = DataParams(image_size=32)
+    write_shards(cfg, raw, tmp_path / "a", workers=1, progress=False)
+    write_shards(cfg, raw, tmp_path / "b", workers=2, progress=False)
+    for p in (tmp_path / "a").iterdir():
+        assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes(), p.name
+
+
+def test_rerun_replaces_an_existing_output_completely(tmp_path, skimage_shards):
+    raw = skimage_shards.parent / "raw"
+    out = tmp_path / "shards"
+    write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
+    many = len(list(out.glob("*.tar")))
+    write_shards(DataParams(image_size=32), raw, out, progress=False)
+    assert len(list(out.glob("*.tar"))) < many  # no stale shard of the old run remains
+    assert read_manifest(out)["params"]["shard_max_mb"] == 16.0
+
+
+def test_missing_raw_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the fetch stage"):
+        write_shards(DataParams(), tmp_path / "raw", tmp_path / "out", progress=False)
+
+
+def test_cli_reports_bad_params_without_a_traceback(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  image_size: 100\n")
+    r = subprocess.run([sys.executable, "-m", "colorray.cli", "shard", "--params", str(params)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "data.image_size" in r.stderr and "Traceback" not in r.stderr
