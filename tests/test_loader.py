@@ -97,3 +97,13 @@ def test_stream_batches_convert_to_lab(skimage_shards):
 def test_unknown_split_is_named(skimage_shards):
     with pytest.raises(KeyError, match="no split 'holdout'"):
         ShardStream(skimage_shards, "holdout", 8)
+
+
+def test_each_pass_is_a_new_epoch_also_in_persistent_workers(skimage_shards):
+    loader = make_loader(skimage_shards, "train", 64, num_workers=2)
+    first = [k for b in loader for k in b["key"]]
+    second = [k for b in loader for k in b["key"]]
+    assert first != second and set(first) == set(second)
+    resumed = make_loader(skimage_shards, "train", 64, num_workers=2)
+    resumed.dataset.set_epoch(1)  # resuming at epoch 1 replays epoch 1's order
+    assert [k for b in resumed for k in b["key"]] == second

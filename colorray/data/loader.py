@@ -108,8 +108,10 @@ def batches_per_epoch(shards: list[dict], batch_size: int, world_size: int = 1,
 class ShardStream(IterableDataset):
     """Yields dicts {"rgb": (B, S, S, 3) uint8 tensor, "key": [...], "label": [...]}.
 
-    Call `set_epoch(e)` before each epoch (use non-persistent loader workers, so each
-    epoch's workers receive it).
+    Each pass over the stream is the next epoch (its own shuffle), in the main process and
+    in every persistent loader worker alike, so they stay in step without messages.
+    `set_epoch(e)` sets the epoch of the next pass: call it before the first pass (when
+    resuming) so the loader workers start from it.
     """
 
     def __init__(self, folder: str | Path, split: str, batch_size: int, *, rank: int = 0,
@@ -133,10 +135,10 @@ class ShardStream(IterableDataset):
         return batches_per_epoch(self.shards, self.batch_size, self.world_size,
                                  self.drop_last, self.dataset_size)
 
-    def _plan(self, worker: int, num_workers: int) -> tuple[list[Piece], int]:
+    def _plan(self, epoch: int, worker: int, num_workers: int) -> tuple[list[Piece], int]:
         return plan_epoch(self.shards, batch_size=self.batch_size, rank=self.rank,
                           world_size=self.world_size, worker=worker, num_workers=num_workers,
-                          epoch=self.epoch, seed=self.seed, shuffle=self.shuffle,
+                          epoch=epoch, seed=self.seed, shuffle=self.shuffle,
                           drop_last=self.drop_last, dataset_size=self.dataset_size)
 
     def _read(self, pieces: list[Piece]):
@@ -159,8 +161,9 @@ class ShardStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        pieces, n_batches = self._plan(worker, num_workers)
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        pieces, n_batches = self._plan(epoch, worker, num_workers)
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         buf_img, buf_key, buf_lab, buffered = [], [], [], 0
         emitted = 0
 
@@ -200,7 +203,11 @@ class ShardStream(IterableDataset):
 
 def make_loader(folder: str | Path, split: str, batch_size: int, *, num_workers: int = 2,
                 pin_memory: bool = False, **kwargs) -> DataLoader:
-    """A DataLoader over `ShardStream` (batching happens in the dataset)."""
+    """A DataLoader over `ShardStream` (batching happens in the dataset).
+
+    Workers persist across epochs: starting them anew each epoch cost a third of the
+    loader's CPU time (benchmarks/loader.py).
+    """
     dataset = ShardStream(folder, split, batch_size, **kwargs)
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None)
