@@ -47,6 +47,34 @@ def cmd_params(args) -> None:
     print(json.dumps(load_params(args.params).model_dump(mode="json"), indent=2))
 
 
+def cmd_presets(args) -> None:
+    from colorray.presets import PRESETS
+
+    for name, preset in PRESETS.items():
+        data = " ".join(f"-S data.{k}={v}" for k, v in preset["data"].items())
+        print(f"{name:20s} {preset['study']}\n{'':20s} data: {data}")
+
+
+def cmd_train_local(args) -> None:
+    import torch
+
+    from colorray.train.loop import train_local, val_colorfulness
+    from colorray.train.step import GANTrainer
+
+    params = load_params(args.params)
+    before = val_colorfulness(GANTrainer(params, args.device).G, Path(args.shards), args.device)
+    trainer = train_local(params, args.shards, args.out, device=args.device, resume=not args.fresh,
+                          max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    after = val_colorfulness(trainer.G, Path(args.shards), args.device)
+    print(f"val colorfulness (Hasler & Süsstrunk) on {after['val/images']} images: gray baseline 0.00, "
+          f"untrained generator {before['val/colorfulness']:.2f}, after {trainer.iter} iterations "
+          f"{after['val/colorfulness']:.2f}, ground truth {after['val/colorfulness_true']:.2f}")
+    (Path(args.out) / "colorfulness.json").write_text(json.dumps(
+        {"iterations": trainer.iter, "torch_threads": torch.get_num_threads(), "gray": 0.0,
+         "untrained": before["val/colorfulness"], "trained": after["val/colorfulness"],
+         "truth": after["val/colorfulness_true"], "images": after["val/images"]}, indent=1))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="colorray", description="Colorize grayscale photos with GANs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -66,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
     p.set_defaults(fn=cmd_sources)
+
+    p = sub.add_parser("presets", help="list the study presets and the data each study used")
+    p.set_defaults(fn=cmd_presets)
+
+    p = sub.add_parser("train-local", help="train in this process, without Ray (debugging, CPU runs)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--out", default="runs/local")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    p.set_defaults(fn=cmd_train_local)
 
     p = sub.add_parser("params", help="validate params.yaml and print it with every default filled in")
     p.add_argument("--params", default="params.yaml")

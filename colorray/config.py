@@ -9,8 +9,9 @@ Every mistake in params.yaml (unknown key, wrong type, out-of-range value) stops
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -82,6 +83,85 @@ class DataParams(_Section):
         return self
 
 
+NormName = Literal["batch", "instance", "layer", "none"]
+
+
+class ModelParams(_Section):
+    """The `model:` section: generator and discriminator architecture."""
+
+    generator: Literal["unet", "zhang"] = "unet"
+    g_depth: Optional[int] = Field(None, ge=2, le=8)  # None: down to 1x1 (log2 of image_size)
+    g_channels: int = Field(64, ge=4, le=1024)  # first encoder width (Zhang: base width)
+    g_channels_max: int = Field(512, ge=4, le=4096)
+    g_norm: NormName = "batch"
+    g_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    g_dropout_blocks: tuple[int, ...] = (1, 2, 3)  # decoder blocks, 0 = innermost (pix2pix)
+    g_skip_norm: bool = False  # learned-affine instance norm on the skips (study 001)
+    g_down: Literal["conv", "maxpool"] = "conv"
+    g_up: Literal["transpose", "bilinear", "pixeltcl"] = "transpose"
+    g_in_channels: Literal[1, 3] = 1  # 3: L repeated, as study 000
+    discriminator: Literal["patch", "dcgan", "resnet18", "resnet34", "resnet50", "resnet152",
+                           "autoencoder"] = "patch"
+    d_channels: int = Field(64, ge=4, le=1024)
+    d_layers: Optional[tuple[tuple[int, int, int], ...]] = None  # PatchGAN (channels, stride, padding)
+    d_norm: NormName = "batch"
+    init_std: float = Field(0.02, gt=0.0, le=1.0)
+
+
+class GanParams(_Section):
+    """The `gan:` section: objective, loss weights and stabilizers."""
+
+    objective: Literal["vanilla", "lsgan", "wgan", "wgan-gp", "ebgan", "softplus", "hinge"] = "vanilla"
+    adv_weight: float = Field(1.0, ge=0.0)  # lambda_1; 0 trains no discriminator
+    l1_weight: float = Field(100.0, ge=0.0)  # lambda_2 (pix2pix lambda)
+    l2_weight: float = Field(0.0, ge=0.0)  # lambda_3
+    huber_weight: float = Field(0.0, ge=0.0)
+    gp_weight: Optional[float] = Field(None, ge=0.0)  # None: the objective's (10 for wgan-gp)
+    gp_target: Literal["interpolate", "smoothed_fake"] = "interpolate"
+    r1_gamma: float = Field(0.0, ge=0.0)
+    r1_interval: int = Field(1, ge=1)  # lazy R1: every k critic steps, weighted by k
+    clip: float = Field(0.01, gt=0.0)  # wgan weight clipping
+    n_critic: Optional[int] = Field(None, ge=1, le=100)  # None: the objective's (5 for WGANs)
+    ebgan_margin: float = Field(40.0, gt=0.0)
+    instance_noise: float = Field(0.0, ge=0.0)  # initial std on D's ab inputs
+    instance_noise_iters: int = Field(0, ge=0)  # linear decay to 0 over this many; 0: constant
+    instance_smoothing: float = Field(0.0, ge=0.0, le=1.0)  # initial beta_s (study 001: 0.5)
+    instance_smoothing_iters: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # vanilla: real target 1 - eps
+    pretrain_iters: int = Field(0, ge=0)  # reconstruction-only iterations first (study 002)
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> "GanParams":
+        if self.adv_weight == 0 and self.l1_weight == self.l2_weight == self.huber_weight == 0:
+            raise ValueError("every loss weight is 0: set gan.adv_weight or a reconstruction weight")
+        return self
+
+
+class TrainParams(_Section):
+    """The `train:` section: optimisation and the step loop."""
+
+    batch_size: int = Field(32, ge=1, le=65536)
+    iters: int = Field(2000, ge=1)  # generator steps
+    optimizer: Optional[Literal["adam", "rmsprop"]] = None  # None: the objective's
+    lr_g: Optional[float] = Field(None, gt=0.0, le=1.0)
+    lr_d: Optional[float] = Field(None, gt=0.0, le=1.0)
+    betas_g: Optional[tuple[float, float]] = None
+    betas_d: Optional[tuple[float, float]] = None
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    lr_decay_start: float = Field(0.5, ge=0.0, lt=1.0)  # linear: fraction of iters at full lr
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+
+    @field_validator("betas_g", "betas_d")
+    @classmethod
+    def _betas(cls, v):
+        if v is not None and not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"both betas must lie in [0, 1) (got {list(v)})")
+        return v
+
+
 class LoaderParams(_Section):
     """The `loader:` section: how shards are streamed into (L, ab) batches."""
 
@@ -90,13 +170,85 @@ class LoaderParams(_Section):
 
 
 class Params(_Section):
+    preset: Optional[str] = None
     data: DataParams = DataParams()
     loader: LoaderParams = LoaderParams()
+    model: ModelParams = ModelParams()
+    gan: GanParams = GanParams()
+    train: TrainParams = TrainParams()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Params":
+        if self.gan.gp_weight and self.model.d_norm == "batch" and self.model.discriminator != "autoencoder":
+            raise ValueError("model.d_norm=batch cannot be used with a gradient penalty "
+                             f"(gan.gp_weight={self.gan.gp_weight}): BatchNorm couples the samples "
+                             "the penalty treats as independent; use instance, layer or none")
+        if self.gan.objective == "ebgan" and self.model.discriminator != "autoencoder" and self.gan.adv_weight > 0:
+            raise ValueError("gan.objective=ebgan needs model.discriminator=autoencoder")
+        if self.model.g_depth and 2**self.model.g_depth > self.data.image_size:
+            raise ValueError(f"model.g_depth={self.model.g_depth} halves {self.data.image_size}-px "
+                             f"images below 1 pixel: at most {int(math.log2(self.data.image_size))}")
+        if self.model.discriminator == "autoencoder" and self.gan.objective != "ebgan":
+            raise ValueError("model.discriminator=autoencoder returns energies: use gan.objective=ebgan")
+        return self
+
+    def generator_depth(self) -> int:
+        """U-Net depth: model.g_depth, or as many halvings as the image size allows."""
+        return self.model.g_depth or int(math.log2(self.data.image_size))
+
+
+# Sections whose keys may be null in params.yaml: null means "the preset's value, else the
+# objective's default, else the built-in default", so an explicit value always wins.
+PRESETTABLE = ("model", "gan", "train")
+
+
+def objective_defaults(objective: str) -> dict:
+    """The defaults an objective brings (optimizer, learning rates, n_critic, penalty)."""
+    from colorray.gan.objectives import OBJECTIVES
+
+    cls = OBJECTIVES[objective]
+    opt = cls.optimizer
+    # A gradient penalty refuses BatchNorm in the critic: objectives with one default to
+    # instance norm there (an explicit model.d_norm=batch is still refused).
+    return {"model": {"d_norm": "instance"} if cls.gp_weight else {},
+            "gan": {"n_critic": cls.n_critic, "gp_weight": cls.gp_weight},
+            "train": {"optimizer": opt.name, "lr_g": opt.lr, "lr_d": opt.lr,
+                      "betas_g": opt.betas, "betas_d": opt.betas}}
+
+
+def _resolve(raw: dict) -> dict:
+    """Merge built-in < objective < preset < explicit for the presettable sections."""
+    from colorray.presets import PRESETS
+
+    out = dict(raw)
+    name = raw.get("preset")
+    if name is not None and name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    preset = PRESETS[name] if name else {}
+    merged = {}
+    for section in PRESETTABLE:
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{section}: expected a mapping, got {type(given).__name__}")
+        fields = Params.model_fields[section].annotation.model_fields
+        unknown = [k for k in given if k not in fields]
+        if unknown:
+            raise ConfigError(f"{section}.{unknown[0]}: unknown key (allowed here: {', '.join(fields)})")
+        merged[section] = {**preset.get(section, {}), **{k: v for k, v in given.items() if v is not None}}
+    objective = merged["gan"].get("objective", GanParams.model_fields["objective"].default)
+    if objective in get_args(GanParams.model_fields["objective"].annotation):
+        for section, values in objective_defaults(objective).items():
+            for k, v in values.items():
+                merged[section].setdefault(k, v)
+    out.update(merged)
+    return out
 
 
 def _describe(err: dict, model: type[BaseModel]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a cross-section rule: its message names the keys itself
+        return msg
+    key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         parent = model
         for part in err["loc"][:-1]:
@@ -116,7 +268,9 @@ def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(_resolve(raw))
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
     except ValidationError as e:
         lines = [_describe(err, Params) for err in e.errors()]
         raise ConfigError(f"{origin}: invalid parameters:\n  " + "\n  ".join(lines)) from None

@@ -9,7 +9,7 @@ from conftest import ROOT
 
 def test_project_params_file_is_valid_and_matches_the_defaults():
     params = load_params(ROOT / "params.yaml")
-    assert params == Params()  # params.yaml documents exactly the defaults
+    assert params == parse_params({})  # params.yaml documents exactly the defaults
 
 
 def test_every_source_name_in_the_config_has_a_registry_entry():

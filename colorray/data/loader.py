@@ -209,5 +209,8 @@ def make_loader(folder: str | Path, split: str, batch_size: int, *, num_workers:
     loader's CPU time (benchmarks/loader.py).
     """
     dataset = ShardStream(folder, split, batch_size, **kwargs)
+    # Its own generator: creating worker iterators must not consume the global RNG that
+    # training uses (resumed runs must match uninterrupted ones bit for bit).
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None)
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None,
+                      generator=torch.Generator().manual_seed(dataset.seed))

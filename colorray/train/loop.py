@@ -1,0 +1,91 @@
+"""Single-process training on shards: the GAN core without Ray, for debugging and tests.
+
+Resumable exactly: a checkpoint records the iteration, the RNG state and the position in the
+data stream (epoch, batch), and the loader replays the same batches from there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.config import Params
+from colorray.data.loader import make_loader
+from colorray.metrics import colorfulness
+from colorray.train.step import GANTrainer, load_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def batch_stream(loader, position: dict) -> Iterator[dict]:
+    """Endless batches from `loader`, starting at position {"epoch", "batch"} and keeping it
+    current (the caller checkpoints it)."""
+    loader.dataset.set_epoch(position["epoch"])  # before the first pass: workers start there
+    skip = position["batch"]
+    while True:
+        for i, batch in enumerate(loader):
+            if i < skip:
+                continue
+            position["batch"] = i + 1
+            yield batch
+        skip = 0
+        position["epoch"] += 1
+        position["batch"] = 0
+
+
+@torch.no_grad()
+def val_colorfulness(G, folder: Path, device, batch_size: int = 64, max_images: int = 512) -> dict:
+    """Mean colorfulness of generated and of true val images (the gray baseline's is 0)."""
+    G.eval()
+    loader = make_loader(folder, "val", batch_size, num_workers=0, shuffle=False, drop_last=False)
+    gen, true, n = [], [], 0
+    for batch in loader:
+        L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - n], device)
+        gen.append(colorfulness(lab_to_rgb_normalized(L, G(L).float())))
+        true.append(colorfulness(lab_to_rgb_normalized(L, ab)))
+        n += len(L)
+        if n >= max_images:
+            break
+    G.train()
+    return {"val/colorfulness": float(torch.cat(gen).mean()),
+            "val/colorfulness_true": float(torch.cat(true).mean()), "val/images": n}
+
+
+def train_local(params: Params, shards: str | Path, out: str | Path, device: str = "cpu",
+                max_iters: int | None = None, max_seconds: float | None = None,
+                resume: bool = True, log: Callable[[str], None] = print) -> GANTrainer:
+    """Train until `train.iters` (or `max_iters`, or `max_seconds`); checkpoint to `out`."""
+    out, shards = Path(out), Path(shards)
+    ckpt = out / CHECKPOINT
+    trainer = load_checkpoint(ckpt, device) if resume and ckpt.exists() else GANTrainer(params, device)
+    if trainer.iter:
+        log(f"resumed from {ckpt} at iteration {trainer.iter}")
+    t, L = params.train, params.loader
+    loader = make_loader(shards, "train", t.batch_size, num_workers=L.num_workers, seed=t.seed,
+                         dataset_size=params.data.dataset_size, shuffle_buffer=L.shuffle_buffer)
+    stream = batch_stream(loader, trainer.data_position)
+    stop = min(t.iters, max_iters or t.iters)
+    start, images = time.perf_counter(), 0
+    history = []
+    while trainer.iter < stop:
+        batches = [rgb_uint8_to_lab(next(stream)["rgb"], device) for _ in range(trainer.batches_needed())]
+        metrics = trainer.train_iteration(batches)
+        images += sum(len(b[0]) for b in batches)
+        elapsed = time.perf_counter() - start
+        if trainer.iter % t.checkpoint_every == 0 or trainer.iter == stop:
+            trainer.save(ckpt)
+        if trainer.iter % 10 == 0 or trainer.iter == stop:
+            metrics["img/s"] = images / elapsed
+            history.append({"iter": trainer.iter, **metrics})
+            log(f"iter {trainer.iter}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+        if max_seconds is not None and elapsed > max_seconds:
+            trainer.save(ckpt)
+            log(f"time budget of {max_seconds:.0f} s reached at iteration {trainer.iter}")
+            break
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return trainer

@@ -1,0 +1,218 @@
+"""One GAN training iteration, in one process, on any device: `GANTrainer`.
+
+An iteration is `n_critic` discriminator steps (one batch each) followed by one generator
+step on the last batch, whose generator output the last D step also used (pix2pix order).
+During the reconstruction-only phases (`gan.pretrain_iters`, or `gan.adv_weight = 0`) an
+iteration is one generator step on one batch and D is not trained.
+
+Phases, as stylegan2-ada names them: D main (objective.d_loss), D reg (gradient penalty, R1
+with its lazy interval), G main (adversarial + reconstruction). Instance smoothing and
+instance noise perturb D's ab inputs in exactly one place, `_d_input`.
+Penalties run in fp32 outside autocast, so fp16 loss scaling never touches their inner
+gradients. Metric names are the same everywhere they appear: loss/d, loss/d/gp, loss/d/r1,
+loss/g/adv, loss/g/l1, loss/g/l2, loss/g/huber, d/real, d/fake, lr/g, lr/d.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from colorray.config import Params, parse_params
+from colorray.gan.objectives import build_objective
+from colorray.gan.penalties import (add_instance_noise, gradient_penalty, instance_smoothing,
+                                    linear_decay, r1_penalty)
+from colorray.models import build_discriminator, build_generator
+from colorray.train.schedules import lr_factor
+
+CHECKPOINT_FORMAT = "colorray-checkpoint-1"
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _optimizer(name: str, params, lr: float, betas):
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+
+
+class GANTrainer:
+    def __init__(self, params: Params, device: torch.device | str = "cpu"):
+        self.params, self.device = params, torch.device(device)
+        t, g = params.train, params.gan
+        torch.manual_seed(t.seed)  # weights depend on the seed only
+        self.G = build_generator(params).to(self.device)
+        self.adversarial = g.adv_weight > 0
+        self.D = build_discriminator(params).to(self.device) if self.adversarial else None
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        for net in (self.G, self.D):
+            if net is not None:
+                net.to(memory_format=self.memory_format)
+        self.objective = build_objective(g)
+        self.opt_g = _optimizer(t.optimizer, self.G.parameters(), t.lr_g, t.betas_g)
+        schedule = lambda it: lr_factor(t.lr_schedule, it, t.iters, t.lr_decay_start)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
+        if self.adversarial:
+            self.opt_d = _optimizer(t.optimizer, self.D.parameters(), t.lr_d, t.betas_d)
+            self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
+        self.amp_dtype = AMP_DTYPES.get(t.amp)
+        fp16 = t.amp == "fp16"
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.iter = 0  # generator steps done
+        self.d_steps = 0
+        self.data_position = {"epoch": 0, "batch": 0}  # where the training stream stands
+
+    # ---- phases ---------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def in_adversarial_phase(self) -> bool:
+        return self.adversarial and self.iter >= self.params.gan.pretrain_iters
+
+    def batches_needed(self) -> int:
+        """Batches the next iteration consumes: n_critic when adversarial, else 1."""
+        return self.params.gan.n_critic if self.in_adversarial_phase() else 1
+
+    def _d_input(self, L, ab):
+        """The one place where D's inputs are built and perturbed (instance noise)."""
+        g = self.params.gan
+        sigma = linear_decay(g.instance_noise, g.instance_noise_iters, self.iter)
+        x = torch.cat((L, add_instance_noise(ab, sigma)), 1)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _d_step(self, L, real_ab, fake_ab) -> dict:
+        g = self.params.gan
+        beta = linear_decay(g.instance_smoothing, g.instance_smoothing_iters, self.iter)
+        real_ab, fake_ab = instance_smoothing(real_ab, fake_ab.detach(), beta)
+        real_in, fake_in = self._d_input(L, real_ab), self._d_input(L, fake_ab)
+        with self._autocast():
+            d_real, d_fake = self.D(real_in), self.D(fake_in)
+            loss = self.objective.d_loss(d_real.float(), d_fake.float())
+        metrics = {"loss/d": loss.detach(), "d/real": d_real.detach().float().mean(),
+                   "d/fake": d_fake.detach().float().mean()}
+        if g.gp_weight > 0:
+            # study 001 penalises at the smoothed fake x_F itself; WGAN-GP at random interpolates
+            alpha = torch.zeros(len(L), 1, 1, 1, device=L.device) if g.gp_target == "smoothed_fake" else None
+            gp = gradient_penalty(self.D, real_in, fake_in, alpha)
+            loss = loss + g.gp_weight * gp
+            metrics["loss/d/gp"] = gp.detach()
+        if g.r1_gamma > 0 and self.d_steps % g.r1_interval == 0:
+            r1 = r1_penalty(self.D, real_in)
+            loss = loss + (g.r1_gamma / 2) * g.r1_interval * r1  # lazy: scaled by the interval
+            metrics["loss/d/r1"] = r1.detach()
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        self.objective.after_d_step(self.D)
+        self.d_steps += 1
+        return metrics
+
+    def _g_step(self, L, real_ab, fake_ab) -> dict:
+        g = self.params.gan
+        metrics, loss = {}, 0.0
+        with self._autocast():
+            if self.in_adversarial_phase():
+                self.D.requires_grad_(False)  # G's step needs D's input gradients, not D's
+                adv = self.objective.g_loss(self.D(self._d_input(L, fake_ab)).float())
+                self.D.requires_grad_(True)
+                loss = loss + g.adv_weight * adv
+                metrics["loss/g/adv"] = adv.detach()
+            fake, real = fake_ab.float(), real_ab.float()
+            for name, weight, fn in (("l1", g.l1_weight, F.l1_loss), ("l2", g.l2_weight, F.mse_loss),
+                                     ("huber", g.huber_weight, F.smooth_l1_loss)):
+                if weight > 0:
+                    term = fn(fake, real)
+                    loss = loss + weight * term
+                    metrics[f"loss/g/{name}"] = term.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        return metrics
+
+    def train_iteration(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+        """One iteration on `batches_needed()` batches of normalised (L, ab) on the device."""
+        if len(batches) != self.batches_needed():
+            raise ValueError(f"iteration {self.iter} needs {self.batches_needed()} batches, got {len(batches)}")
+        self.G.train()
+        metrics = {}
+        L = ab = fake = None
+        for i, (L, ab) in enumerate(batches):
+            L = L.contiguous(memory_format=self.memory_format)
+            last = i == len(batches) - 1
+            with self._autocast(), (contextlib.nullcontext() if last else torch.no_grad()):
+                fake = self.G(L)
+            if self.in_adversarial_phase():
+                metrics.update(self._d_step(L, ab, fake))
+        metrics.update(self._g_step(L, ab, fake))
+        metrics["lr/g"] = torch.tensor(self.opt_g.param_groups[0]["lr"])
+        with warnings.catch_warnings():
+            # Schedules follow the generator iteration, also while D rests (pretraining) or
+            # fp16 skipped a step; torch warns about that order, which is intended here.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.sched_g.step()
+            if self.adversarial:
+                metrics["lr/d"] = torch.tensor(self.opt_d.param_groups[0]["lr"])
+                self.sched_d.step()
+        self.iter += 1
+        return {k: float(v) for k, v in metrics.items()}
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """A self-describing checkpoint: loadable with torch.load(weights_only=True)."""
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "params": self.params.model_dump(mode="json"),
+            "iter": self.iter, "d_steps": self.d_steps, "data_position": dict(self.data_position),
+            "G": self.G.state_dict(), "opt_g": self.opt_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "scaler_g": self.scaler_g.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        if self.adversarial:
+            state.update({"D": self.D.state_dict(), "opt_d": self.opt_d.state_dict(),
+                          "sched_d": self.sched_d.state_dict(), "scaler_d": self.scaler_d.state_dict()})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a colorray checkpoint (format {state.get('format')!r})")
+        self.G.load_state_dict(state["G"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        if self.adversarial:
+            self.D.load_state_dict(state["D"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+        self.iter, self.d_steps = state["iter"], state["d_steps"]
+        self.data_position = dict(state["data_position"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GANTrainer:
+    """Rebuild a trainer (nets, optimizers, schedules, step, RNG) from a checkpoint file."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a colorray checkpoint")
+    trainer = GANTrainer(parse_params(state["params"], origin=f"{path} (params)"), device)
+    trainer.load_state_dict(state)
+    return trainer
