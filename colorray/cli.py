@@ -58,6 +58,7 @@ def cmd_presets(args) -> None:
 def cmd_train_local(args) -> None:
     import torch
 
+    from colorray.atomic import write_json_atomic
     from colorray.train.loop import train_local, val_colorfulness
     from colorray.train.step import GANTrainer
 
@@ -69,10 +70,10 @@ def cmd_train_local(args) -> None:
     print(f"val colorfulness (Hasler & Süsstrunk) on {after['val/images']} images: gray baseline 0.00, "
           f"untrained generator {before['val/colorfulness']:.2f}, after {trainer.iter} iterations "
           f"{after['val/colorfulness']:.2f}, ground truth {after['val/colorfulness_true']:.2f}")
-    (Path(args.out) / "colorfulness.json").write_text(json.dumps(
-        {"iterations": trainer.iter, "torch_threads": torch.get_num_threads(), "gray": 0.0,
-         "untrained": before["val/colorfulness"], "trained": after["val/colorfulness"],
-         "truth": after["val/colorfulness_true"], "images": after["val/images"]}, indent=1))
+    write_json_atomic(Path(args.out) / "colorfulness.json",
+                      {"iterations": trainer.iter, "torch_threads": torch.get_num_threads(), "gray": 0.0,
+                       "untrained": before["val/colorfulness"], "trained": after["val/colorfulness"],
+                       "truth": after["val/colorfulness_true"], "images": after["val/images"]})
 
 
 def build_parser() -> argparse.ArgumentParser:

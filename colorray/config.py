@@ -149,8 +149,11 @@ class TrainParams(_Section):
     betas_d: Optional[tuple[float, float]] = None
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     lr_decay_start: float = Field(0.5, ge=0.0, lt=1.0)  # linear: fraction of iters at full lr
-    amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = False
+    # bf16 autocast + channels_last: the fast path on GPUs with tensor cores and on CPUs with
+    # AMX / AVX512-BF16 (benchmarks/train_step.py); set none / false on older CPUs.
+    amp: Literal["none", "bf16", "fp16"] = "bf16"
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the forward passes (penalties stay eager)
     seed: int = 0
     checkpoint_every: int = Field(500, ge=1)
 

@@ -149,3 +149,15 @@ def test_every_preset_builds_and_runs_two_steps(name):
         m = trainer.train_iteration(_batches(trainer.batches_needed(), size=size, batch=2))
         assert all(math.isfinite(v) for v in m.values()), m
     assert trainer.iter == 2
+
+
+def test_resuming_with_changed_parameters_is_refused(tmp_path, skimage_shards):
+    raw = {"model": {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3},
+           "train": {"batch_size": 8, "iters": 1}, "loader": {"num_workers": 0}}
+    quiet = lambda *_: None  # noqa: E731
+    train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet)
+    raw["train"]["iters"] = 2  # training longer is allowed
+    assert train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet).iter == 2
+    raw["gan"] = {"l1_weight": 10.0}
+    with pytest.raises(ValueError, match=r"other parameters \(gan.l1_weight\)"):
+        train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet)

@@ -32,6 +32,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
+from colorray.atomic import write_json_atomic
 from colorray.config import DataParams
 from colorray.data.decode import BadImage, decode_image, mean_chroma, resize_center_crop
 from colorray.data.sources import PROVENANCE, Item, get_source
@@ -170,12 +171,6 @@ class SplitWriter:
         return self.shards
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def write_shards(cfg: DataParams, raw: Path, out: Path, workers: int | None = None,
                  progress: bool = True) -> dict:
     """Shard the fetched dataset in `raw` into `out` (replaced atomically). Returns the manifest."""
@@ -238,7 +233,7 @@ def write_shards(cfg: DataParams, raw: Path, out: Path, workers: int | None = No
         "splits": {s: {"count": sum(sh["count"] for sh in shards[s]), "shards": shards[s]}
                    for s in SPLITS},
     }
-    _write_json_atomic(stage / MANIFEST, manifest)
+    write_json_atomic(stage / MANIFEST, manifest, sort_keys=True)
     if out.exists():
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import warnings
@@ -25,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
+from colorray.atomic import write_json_atomic
 from colorray.config import DataParams
 from colorray.data.archive import extract
 from colorray.data.decode import IMAGE_EXTENSIONS
@@ -432,7 +432,7 @@ def fetch_source(cfg: DataParams, raw: Path, downloads: Path) -> dict:
     try:
         record = get_source(cfg.source).fetch(cfg, tmp, downloads)
         record = {"source": cfg.source, **record}
-        (tmp / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n")
+        write_json_atomic(tmp / PROVENANCE, record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

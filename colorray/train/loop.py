@@ -6,13 +6,13 @@ data stream (epoch, batch), and the loader replays the same batches from there.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
+from colorray.atomic import write_json_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.config import Params
 from colorray.data.loader import make_loader
@@ -62,9 +62,12 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
     """Train until `train.iters` (or `max_iters`, or `max_seconds`); checkpoint to `out`."""
     out, shards = Path(out), Path(shards)
     ckpt = out / CHECKPOINT
-    trainer = load_checkpoint(ckpt, device) if resume and ckpt.exists() else GANTrainer(params, device)
-    if trainer.iter:
+    if resume and ckpt.exists():
+        trainer = load_checkpoint(ckpt, device)
+        check_resumable(trainer.params, params, ckpt)
         log(f"resumed from {ckpt} at iteration {trainer.iter}")
+    else:
+        trainer = GANTrainer(params, device)
     t, L = params.train, params.loader
     loader = make_loader(shards, "train", t.batch_size, num_workers=L.num_workers, seed=t.seed,
                          dataset_size=params.data.dataset_size, shuffle_buffer=L.shuffle_buffer)
@@ -87,5 +90,25 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
             trainer.save(ckpt)
             log(f"time budget of {max_seconds:.0f} s reached at iteration {trainer.iter}")
             break
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    write_json_atomic(out / "history.json", history)
     return trainer
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resumable(saved: Params, requested: Params, path: Path) -> None:
+    """A checkpoint continues only the run it came from: any changed parameter but
+    train.iters (which may grow to train longer) is an error naming the keys."""
+    a, b = _flat(saved.model_dump(mode="json")), _flat(requested.model_dump(mode="json"))
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "train.iters")
+    if changed:
+        raise ValueError(f"{path} was trained with other parameters ({', '.join(changed[:5])}"
+                         f"{' ...' if len(changed) > 5 else ''}); use another output folder or --fresh")

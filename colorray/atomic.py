@@ -1,0 +1,19 @@
+"""Write files so that a reader never sees half of one: temp name in the same folder, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj, **kwargs) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, **kwargs) + "\n")
