@@ -76,6 +76,19 @@ def cmd_train_local(args) -> None:
                        "truth": after["val/colorfulness_true"], "images": after["val/images"]})
 
 
+def cmd_train(args) -> None:
+    from colorray.train.distributed import fit
+
+    params = load_params(args.params)
+    summary = fit(params, Path(args.shards), Path(args.root), Path(args.models), Path(args.metrics),
+                  resume=params.train.resume)
+    m = summary["metrics"]
+    print(f"train: {summary['iterations']} iterations, MLflow run {summary['run_id']}, model "
+          f"{summary['model_uri']}; val/l1 {m.get('val/l1', float('nan')):.4f}, "
+          f"val/colorfulness {m.get('val/colorfulness', float('nan')):.2f} "
+          f"(truth {m.get('val/colorfulness_true', float('nan')):.2f})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="colorray", description="Colorize grayscale photos with GANs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -92,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/shards")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.set_defaults(fn=cmd_shard)
+
+    p = sub.add_parser("train", help="Ray Train data-parallel training with MLflow (DVC stage 'train')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
+    p.add_argument("--models", default="models")
+    p.add_argument("--metrics", default="metrics")
+    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
     p.set_defaults(fn=cmd_sources)

@@ -141,8 +141,8 @@ class TrainParams(_Section):
     """The `train:` section: optimisation and the step loop."""
 
     batch_size: int = Field(32, ge=1, le=65536)
-    iters: int = Field(2000, ge=1)  # generator steps
-    optimizer: Optional[Literal["adam", "rmsprop"]] = None  # None: the objective's
+    iters: int = Field(400, ge=1)  # generator steps
+    optimizer: Optional[Literal["adam", "rmsprop", "sgd"]] = None  # None: the objective's
     lr_g: Optional[float] = Field(None, gt=0.0, le=1.0)
     lr_d: Optional[float] = Field(None, gt=0.0, le=1.0)
     betas_g: Optional[tuple[float, float]] = None
@@ -154,8 +154,10 @@ class TrainParams(_Section):
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     channels_last: bool = True
     compile: bool = False  # torch.compile the forward passes (penalties stay eager)
+    sync_batchnorm: bool = False  # BatchNorm statistics over all workers (SyncBatchNorm)
     seed: int = 0
-    checkpoint_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    resume: bool = False  # continue the run in models/checkpoint.pt (e.g. with more iters)
 
     @field_validator("betas_g", "betas_d")
     @classmethod
@@ -163,6 +165,20 @@ class TrainParams(_Section):
         if v is not None and not all(0.0 <= b < 1.0 for b in v):
             raise ValueError(f"both betas must lie in [0, 1) (got {list(v)})")
         return v
+
+
+class RayParams(_Section):
+    """The `ray:` section: how the train stage runs on Ray Train."""
+
+    num_workers: int = Field(1, ge=1, le=4096)  # data-parallel training processes
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(2.0, gt=0.0)  # also the torch threads of each worker
+    gpus_per_worker: float = Field(1.0, gt=0.0)
+    storage_path: Optional[str] = None  # null: <project>/ray_results; a cluster needs shared storage
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint (-1: forever)
+    report_every: int = Field(25, ge=1)  # iterations between ray.train.report / MLflow metrics
+    eval_every: int = Field(100, ge=1)  # iterations between val metrics and sample grids
 
 
 class LoaderParams(_Section):
@@ -179,9 +195,13 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     gan: GanParams = GanParams()
     train: TrainParams = TrainParams()
+    ray: RayParams = RayParams()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Params":
+        if self.train.batch_size % self.ray.num_workers:
+            raise ValueError(f"train.batch_size={self.train.batch_size} is the global batch: it must "
+                             f"divide evenly over ray.num_workers={self.ray.num_workers}")
         if self.gan.gp_weight and self.model.d_norm == "batch" and self.model.discriminator != "autoencoder":
             raise ValueError("model.d_norm=batch cannot be used with a gradient penalty "
                              f"(gan.gp_weight={self.gan.gp_weight}): BatchNorm couples the samples "

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
@@ -33,6 +34,15 @@ def project(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    # A tiny, fast training configuration: this test is about the DAG, not about the GAN.
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["model"].update({"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3})
+    params["train"].update({"iters": 4, "batch_size": 8, "checkpoint_every": 2})
+    params["ray"].update({"report_every": 2, "eval_every": 4, "cpus_per_worker": 1})
+    params["loader"].update({"num_workers": 0})
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "clone"]):
         _sh(cmd, dest, env)
     return dest, env
@@ -49,9 +59,12 @@ def _set_param(project_dir, key, value):
 def test_repro_then_noop_then_only_the_affected_stage(project):
     proj, env = project
     out = _sh(["dvc", "repro"], proj, env)
-    assert "Running stage 'fetch'" in out and "Running stage 'shard'" in out
+    assert "Running stage 'fetch'" in out and "Running stage 'shard'" in out and "Running stage 'train'" in out
     manifest = json.loads((proj / "data/shards/manifest.json").read_text())
     assert manifest["source"] == "skimage" and manifest["kept"] > 3000
+    assert json.loads((proj / "metrics/train.json").read_text())["iter"] == 4
+    assert "loss/d" in _sh(["dvc", "metrics", "show"], proj, env)
+    _check_mlflow(proj)
 
     out = _sh(["dvc", "repro"], proj, env)
     assert "Running stage" not in out and "up to date" in out
@@ -59,8 +72,28 @@ def test_repro_then_noop_then_only_the_affected_stage(project):
     _set_param(proj, "data.image_size", 32)
     out = _sh(["dvc", "repro"], proj, env)
     assert "Stage 'fetch' didn't change, skipping" in out
-    assert "Running stage 'shard'" in out
+    assert "Running stage 'shard'" in out and "Running stage 'train'" in out
     assert json.loads((proj / "data/shards/manifest.json").read_text())["image_size"] == 32
+
+
+def _check_mlflow(proj):
+    """The MLflow store holds the run with metrics, sample grids and a model that loads."""
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{proj / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("colorray")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.metrics["iter"] == 4 and "val/colorfulness" in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+    (model,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    G = mlflow.pytorch.load_model(f"models:/{model.model_id}")
+    assert G(torch.zeros(3, 1, 32, 48)).shape == (3, 2, 32, 48)  # another batch and size than logged
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    assert pyfunc.predict(np.zeros((1, 1, 64, 64), np.float32)).shape == (1, 2, 64, 64)
 
 
 @needs_tiny_imagenet

@@ -46,11 +46,12 @@ def add_instance_noise(x: torch.Tensor, sigma: float, generator: torch.Generator
 
 
 def instance_smoothing(real_ab: torch.Tensor, fake_ab: torch.Tensor, beta: float,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Study 001: a ~ U[0, beta] per image; x_F = a*x + (1-a)*G(y), x_R = (1-a)*x + a*G(y).
-    Returns (x_R, x_F): the smoothed real and fake ab."""
+    `u` ~ U[0, 1] per image, (N, 1, 1, 1), may be given. Returns (x_R, x_F)."""
     if beta <= 0:
         return real_ab, fake_ab
-    a = beta * torch.rand(real_ab.shape[0], 1, 1, 1, device=real_ab.device, dtype=real_ab.dtype,
-                          generator=generator)
+    if u is None:
+        u = torch.rand(real_ab.shape[0], 1, 1, 1, device=real_ab.device)
+    a = beta * u.to(real_ab)
     return (1 - a) * real_ab + a * fake_ab, a * real_ab + (1 - a) * fake_ab

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -40,17 +41,46 @@ def _optimizer(name: str, params, lr: float, betas):
     # 4.7x faster than the default Adam on 32M CPU parameters (benchmarks/train_step.py).
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, foreach=True)
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
 
 
+def allreduce_mean_grads(module: torch.nn.Module) -> None:
+    """Average the gradients of `module` over all processes: one flattened all-reduce per
+    optimizer step, after the whole backward (penalties' double backward included), as
+    stylegan2-ada does instead of DDP (whose reducer sees only its own forward's backward)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(g).clone(memory_format=torch.preserve_format)
+        offset += n
+
+
 class GANTrainer:
-    def __init__(self, params: Params, device: torch.device | str = "cpu"):
+    """`rank` / `world_size`: this process's place in data-parallel training. Each process
+    passes its own slice of the global batch; gradients are averaged across processes, and
+    per-image random draws (GP interpolation, instance smoothing) come from the global batch's
+    draw, so N processes with B/N images equal one process with B (no BatchNorm, no dropout)."""
+
+    def __init__(self, params: Params, device: torch.device | str = "cpu", rank: int = 0,
+                 world_size: int = 1):
         self.params, self.device = params, torch.device(device)
+        self.rank, self.world_size = rank, world_size
         t, g = params.train, params.gan
         torch.manual_seed(t.seed)  # weights depend on the seed only
         self.G = build_generator(params).to(self.device)
         self.adversarial = g.adv_weight > 0
         self.D = build_discriminator(params).to(self.device) if self.adversarial else None
+        if t.sync_batchnorm and world_size > 1:  # statistics over the global batch (GPU only)
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            if self.D is not None:
+                self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         for net in (self.G, self.D):
             if net is not None:
@@ -71,6 +101,7 @@ class GANTrainer:
         fp16 = t.amp == "fp16"
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.comm_seconds = 0.0  # time spent averaging gradients (benchmarks/train_scaling.py)
         self.iter = 0  # generator steps done
         self.d_steps = 0
         self.data_position = {"epoch": 0, "batch": 0}  # where the training stream stands
@@ -88,6 +119,23 @@ class GANTrainer:
         """Batches the next iteration consumes: n_critic when adversarial, else 1."""
         return self.params.gan.n_critic if self.in_adversarial_phase() else 1
 
+    def _per_image_uniform(self, n: int, stream: int) -> torch.Tensor:
+        """U[0, 1) per image of this process's slice of the global batch, (n, 1, 1, 1): the same
+        numbers whatever the number of processes, and a function of the step alone."""
+        seed = (self.params.train.seed * 1_000_003 + self.d_steps * 7_919 + stream) % 2**63
+        u = torch.rand(self.world_size * n, generator=torch.Generator().manual_seed(seed))
+        return u[self.rank * n:(self.rank + 1) * n].view(n, 1, 1, 1).to(self.device)
+
+    def _optimize(self, loss, net, opt, scaler) -> None:
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.world_size > 1:
+            t0 = time.perf_counter()
+            allreduce_mean_grads(net)
+            self.comm_seconds += time.perf_counter() - t0
+        scaler.step(opt)
+        scaler.update()
+
     def _d_input(self, L, ab):
         """The one place where D's inputs are built and perturbed (instance noise)."""
         g = self.params.gan
@@ -98,7 +146,8 @@ class GANTrainer:
     def _d_step(self, L, real_ab, fake_ab) -> dict:
         g = self.params.gan
         beta = linear_decay(g.instance_smoothing, g.instance_smoothing_iters, self.iter)
-        real_ab, fake_ab = instance_smoothing(real_ab, fake_ab.detach(), beta)
+        real_ab, fake_ab = instance_smoothing(real_ab, fake_ab.detach(), beta,
+                                              self._per_image_uniform(len(L), stream=1))
         real_in, fake_in = self._d_input(L, real_ab), self._d_input(L, fake_ab)
         with self._autocast():
             d_real, d_fake = self.D_fwd(real_in), self.D_fwd(fake_in)
@@ -107,7 +156,8 @@ class GANTrainer:
                    "d/fake": d_fake.detach().float().mean()}
         if g.gp_weight > 0:
             # study 001 penalises at the smoothed fake x_F itself; WGAN-GP at random interpolates
-            alpha = torch.zeros(len(L), 1, 1, 1, device=L.device) if g.gp_target == "smoothed_fake" else None
+            alpha = (torch.zeros(len(L), 1, 1, 1, device=L.device) if g.gp_target == "smoothed_fake"
+                     else self._per_image_uniform(len(L), stream=2))
             gp = gradient_penalty(self.D, real_in, fake_in, alpha)
             loss = loss + g.gp_weight * gp
             metrics["loss/d/gp"] = gp.detach()
@@ -115,10 +165,7 @@ class GANTrainer:
             r1 = r1_penalty(self.D, real_in)
             loss = loss + (g.r1_gamma / 2) * g.r1_interval * r1  # lazy: scaled by the interval
             metrics["loss/d/r1"] = r1.detach()
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss).backward()
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        self._optimize(loss, self.D, self.opt_d, self.scaler_d)
         self.objective.after_d_step(self.D)
         self.d_steps += 1
         return metrics
@@ -140,10 +187,7 @@ class GANTrainer:
                     term = fn(fake, real)
                     loss = loss + weight * term
                     metrics[f"loss/g/{name}"] = term.detach()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss).backward()
-        self.scaler_g.step(self.opt_g)
-        self.scaler_g.update()
+        self._optimize(loss, self.G, self.opt_g, self.scaler_g)
         return metrics
 
     def train_iteration(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:

@@ -1,0 +1,306 @@
+"""Data-parallel GAN training on Ray Train (V2): the same GANTrainer on 1 CPU, N GPUs or a cluster.
+
+The driver (`fit`) owns the MLflow run: it creates it, passes its id to the workers, and after
+training logs the final generator as an MLflow model. So a worker group that Ray restarts
+after a failure keeps logging to the same run. Workers (`train_loop_per_worker`) each stream
+their own part of the shards (`plan_epoch` splits by rank), average gradients with one
+all-reduce per optimizer step (`allreduce_mean_grads`), and call `ray.train.report` every
+`ray.report_every` iterations, all ranks alike; rank 0 alone attaches the checkpoint and writes
+to MLflow (DESIGN.md traps 4-6).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from colorray.atomic import write_json_atomic
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.config import Params, parse_params
+from colorray.data.loader import make_loader
+from colorray.metrics import colorfulness
+from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable
+from colorray.train.step import GANTrainer, load_checkpoint
+
+EXPERIMENT = "colorray"
+GRID_IMAGES = 8
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def default_tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store in the project (absolute: Ray workers
+    run in other folders)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+# ---- validation on a fixed val subset (rank 0) ------------------------------------------------
+
+@torch.no_grad()
+def validate(G, shards: Path, device, max_images: int = 256) -> tuple[dict, np.ndarray]:
+    """Metrics on the first `max_images` val images (always the same ones), and a sample grid
+    (rows: gray | generated | truth) of the first GRID_IMAGES as uint8 HWC."""
+    was_training = G.training
+    G.eval()
+    loader = make_loader(shards, "val", 64, num_workers=0, shuffle=False, drop_last=False)
+    l1, cf, cf_true, n, grid = [], [], [], 0, None
+    for batch in loader:
+        L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - n], device)
+        fake = G(L).float()
+        l1.append((fake - ab).abs().flatten(1).mean(1))
+        rgb_fake, rgb_true = lab_to_rgb_normalized(L, fake), lab_to_rgb_normalized(L, ab)
+        cf.append(colorfulness(rgb_fake))
+        cf_true.append(colorfulness(rgb_true))
+        if grid is None:
+            k = min(GRID_IMAGES, len(L))
+            rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k], rgb_true[:k]]
+            grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
+            grid = (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        n += len(L)
+        if n >= max_images:
+            break
+    G.train(was_training)
+    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/colorfulness": float(torch.cat(cf).mean()),
+               "val/colorfulness_true": float(torch.cat(cf_true).mean())}
+    return metrics, grid
+
+
+# ---- the worker ---------------------------------------------------------------------------------
+
+def _mean_over_ranks(metrics: dict, device) -> dict:
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(t)
+        t /= torch.distributed.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    params = parse_params(config["params"], origin="params (from the driver)")
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(config["threads"])))
+    run_dir = Path(config["run_dir"])
+
+    trainer = GANTrainer(params, device, rank=rank, world_size=world)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT, map_location=device, weights_only=True))
+    t, r = params.train, params.ray
+    local_batch = t.batch_size // world
+    loader = make_loader(config["shards"], "train", local_batch, rank=rank, world_size=world,
+                         num_workers=params.loader.num_workers, seed=t.seed,
+                         dataset_size=params.data.dataset_size, shuffle_buffer=params.loader.shuffle_buffer)
+    stream = batch_stream(loader, trainer.data_position)
+    client = MlflowClient(config["tracking_uri"]) if rank == 0 else None
+    run_id = config["run_id"]
+    if rank == 0:
+        print(f"[colorray] {world} worker(s), global batch {t.batch_size} = {local_batch} per worker, "
+              f"device {device}, starting at iteration {trainer.iter}", flush=True)
+    # Where each rank stands, for operators (and the tests): pid, node, iteration, batches read.
+    status = {"rank": rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+              "started_at_iter": trainer.iter, "iter": trainer.iter, "batches": 0}
+    write_json_atomic(run_dir / f"worker-{rank}.json", status)
+
+    images, start = 0, time.perf_counter()
+    while trainer.iter < t.iters:
+        batches = [rgb_uint8_to_lab(next(stream)["rgb"], device) for _ in range(trainer.batches_needed())]
+        metrics = trainer.train_iteration(batches)
+        images += sum(len(b[0]) for b in batches) * world
+        status["batches"] += len(batches)
+        last = trainer.iter == t.iters
+        if trainer.iter % r.report_every and not last:
+            continue
+        elapsed = time.perf_counter() - start
+        metrics["comm/share"] = trainer.comm_seconds / elapsed  # gradient all-reduce / step time
+        trainer.comm_seconds = 0.0
+        metrics = _mean_over_ranks(metrics, device)
+        metrics["img/s"] = images / elapsed
+        write_json_atomic(run_dir / f"worker-{rank}.json", {**status, "iter": trainer.iter})
+        metrics["epoch"] = trainer.data_position["epoch"] + trainer.data_position["batch"] / max(1, len(loader))
+        metrics["iter"] = trainer.iter
+        ckpt = None
+        if rank == 0:
+            if trainer.iter % r.eval_every == 0 or last:
+                val, grid = validate(trainer.G, Path(config["shards"]), device)
+                metrics.update(val)
+                client.log_image(run_id, grid, artifact_file=f"samples/iter_{trainer.iter:07d}.png")
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, trainer.iter) for k, v in metrics.items()])
+            if trainer.iter % t.checkpoint_every == 0 or last:
+                tmp = tempfile.mkdtemp(prefix="colorray-ckpt-")
+                trainer.save(Path(tmp) / CHECKPOINT)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)  # every rank, the same number of times
+        images, start = 0, time.perf_counter()
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+
+def _experiment_id(client, root: Path) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    # Artifacts next to the store, by absolute URI: workers log from other folders.
+    return client.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri())
+
+
+def _history(client, run_id: str) -> list[dict]:
+    """Every reported row, rebuilt from MLflow by step (works with a remote tracking server)."""
+    rows: dict[int, dict] = {}
+    for key in client.get_run(run_id).data.metrics:
+        for m in client.get_metric_history(run_id, key):
+            rows.setdefault(m.step, {})[key] = m.value
+    return [rows[s] for s in sorted(rows)]
+
+
+def _write_outputs(history: list[dict], metrics_dir: Path) -> tuple[Path, Path]:
+    """metrics/train.json (DVC metrics: the last report) and a per-epoch CSV (DVC plots)."""
+    final = {k: v for k, v in history[-1].items()} if history else {}
+    write_json_atomic(metrics_dir / "train.json", final, sort_keys=True)
+    keys = ["epoch", "iter", "loss/d", "loss/g/adv", "loss/g/l1", "val/l1", "val/colorfulness", "img/s"]
+    per_epoch: dict[int, list[dict]] = {}
+    for row in history:
+        per_epoch.setdefault(int(row.get("epoch", 0)), []).append(row)
+    lines = []
+    for epoch, rows in sorted(per_epoch.items()):
+        out = {"epoch": epoch, "iter": int(rows[-1].get("iter", 0))}
+        for k in keys[2:]:
+            vals = [r[k] for r in rows if k in r]
+            out[k] = f"{np.mean(vals):.6g}" if vals else ""
+        lines.append(out)
+    csv_path = metrics_dir / "train_epochs.csv"
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(lines)
+    os.replace(tmp, csv_path)
+    return metrics_dir / "train.json", csv_path
+
+
+def _loss_plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("loss/d", "loss/g/adv", "loss/g/l1", "val/l1"):
+        pts = [(r["iter"], r[key]) for r in history if key in r and "iter" in r]
+        if pts:
+            ax.plot(*zip(*pts), label=key)
+    ax.set_xlabel("iteration")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def log_generator(G: torch.nn.Module, image_size: int, run_id: str) -> str:
+    """Log the generator as an MLflow PyTorch model: input L (N, 1, H, W) in [-1, 1], output
+    ab (N, 2, H, W). Pickle format, so any batch size and any H, W divisible by the U-Net's
+    total stride load and run (a torch.export model would be frozen to the example's shape)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    G = G.float().eval().to(memory_format=torch.contiguous_format)
+    example = np.linspace(-1, 1, 2 * image_size * image_size, dtype=np.float32).reshape(2, 1, image_size, image_size)
+    with torch.no_grad():
+        out = G(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        G, name="generator", signature=infer_signature(example, out), input_example=example,
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "colorray"],
+        code_paths=[str(Path(__file__).resolve().parents[1])])
+    return info.model_uri
+
+
+def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir: Path,
+        resume: bool = False, run_name: str | None = None) -> dict:
+    """Train with Ray Train and record everything; returns a summary."""
+    import mlflow
+    import ray
+    from mlflow import MlflowClient
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    r, t = params.ray, params.train
+    shards, root = Path(shards).resolve(), Path(root).resolve()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = default_tracking_uri(root)
+    client = MlflowClient(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = _experiment_id(client, root)
+
+    resume_from = None
+    saved = models_dir / CHECKPOINT
+    if resume and saved.exists():
+        state_params = load_checkpoint(saved).params
+        check_resumable(state_params, params, saved)
+        resume_from = ray.train.Checkpoint.from_directory(str(models_dir))
+
+    if not ray.is_initialized():  # RAY_ADDRESS (if set) points at a cluster
+        ray.init(address=os.environ.get("RAY_ADDRESS"), dashboard_host="127.0.0.1",
+                 runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    storage = r.storage_path or str(root / "ray_results")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: str(v) for k, v in flatten(params.model_dump(mode="json")).items()})
+        mlflow.set_tags({"colorray.stage": "train", "colorray.workers": r.num_workers,
+                         "colorray.global_batch": t.batch_size,
+                         "colorray.per_worker_batch": t.batch_size // r.num_workers})
+        run_dir = Path(storage if "://" not in storage else tempfile.gettempdir()) / f"colorray-{run.info.run_id}"
+        config = {"params": params.model_dump(mode="json"), "shards": str(shards), "run_id": run.info.run_id,
+                  "tracking_uri": tracking_uri, "threads": r.cpus_per_worker, "run_dir": str(run_dir)}
+        resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
+        trainer = TorchTrainer(
+            train_loop_per_worker, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
+                                         resources_per_worker=resources,
+                                         placement_strategy=r.placement_strategy),
+            run_config=RunConfig(name=f"colorray-{run.info.run_id}", storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=r.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+            resume_from_checkpoint=resume_from)
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            final = load_checkpoint(Path(d) / CHECKPOINT)
+            final.save(models_dir / CHECKPOINT)  # the full state, for train.resume
+        torch.save({"format": "colorray-generator-1", "params": params.model_dump(mode="json"),
+                    "G": final.G.state_dict(), "iter": final.iter}, models_dir / ".generator.pt.tmp")
+        os.replace(models_dir / ".generator.pt.tmp", models_dir / "generator.pt")
+        history = _history(client, run.info.run_id)
+        json_path, csv_path = _write_outputs(history, metrics_dir)
+        plot = metrics_dir / "loss_curves.png"
+        _loss_plot(history, plot)
+        for path in (json_path, csv_path, plot):
+            mlflow.log_artifact(str(path), artifact_path="train")
+        model_uri = log_generator(final.G, params.data.image_size, run.info.run_id)
+    return {"run_id": run.info.run_id, "iterations": final.iter, "model_uri": model_uri,
+            "metrics": history[-1] if history else {}}

@@ -1,0 +1,220 @@
+"""Ray Train: data-parallel equivalence, uneven shards, a killed worker, and a two-node cluster.
+
+These start real Ray clusters on this machine (loopback only) and take a minute or two each.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0",
+       "RAY_DEDUP_LOGS": "0"}
+NO_BATCHNORM = {"g_norm": "instance", "d_norm": "instance", "g_dropout_blocks": [],
+                "g_channels": 8, "g_channels_max": 32, "d_channels": 8, "g_depth": 4}
+OBJECTIVES = {
+    "vanilla": {"objective": "vanilla"},
+    "wgan-clip": {"objective": "wgan", "n_critic": 2},
+    "wgan-gp": {"objective": "wgan-gp", "n_critic": 2},
+    "softplus-r1": {"objective": "softplus", "r1_gamma": 10.0},
+}
+GLOBAL_BATCH, STEPS = 8, 3
+
+
+def equivalence_worker(config):
+    """Runs inside each Ray worker: K iterations of every objective on the same global batches,
+    this rank taking its slice; saves the final parameters of both networks."""
+    import ray.train
+
+    from colorray.config import parse_params
+    from colorray.train.step import GANTrainer
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(1)
+    out = {}
+    for name, gan in OBJECTIVES.items():
+        # Plain SGD: Adam's and RMSprop's first steps are about lr * sign(gradient), so a
+        # gradient that is 0 up to rounding (summed in another order on 2 ranks) can flip a whole
+        # update; SGD keeps the comparison about the gradients, which is what is under test.
+        # The critic's rate stays small: at 1e-2 a clipped WGAN critic jumps across its whole
+        # +-0.01 box every step, and rounding differences grow ~5x per step (measured).
+        p = parse_params({"data": {"image_size": 32}, "model": NO_BATCHNORM, "gan": gan,
+                          "train": {"batch_size": GLOBAL_BATCH, "amp": "none", "channels_last": False,
+                                    "optimizer": "sgd", "lr_d": 1e-3, "lr_g": 1e-2}})
+        trainer = GANTrainer(p, "cpu", rank=rank, world_size=world)
+        out[f"{name}-init"] = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+        g = torch.Generator().manual_seed(1)
+        local = GLOBAL_BATCH // world
+        for _ in range(STEPS):
+            batches = []
+            for _ in range(trainer.batches_needed()):
+                L = torch.rand(GLOBAL_BATCH, 1, 32, 32, generator=g) * 2 - 1
+                ab = torch.rand(GLOBAL_BATCH, 2, 32, 32, generator=g) * 0.6 - 0.3
+                batches.append((L[rank * local:(rank + 1) * local], ab[rank * local:(rank + 1) * local]))
+            trainer.train_iteration(batches)
+        out[name] = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict()}
+    torch.save(out, Path(config["out"]) / f"world{world}-rank{rank}.pt")
+    ray.train.report({"done": 1})
+
+
+def _run_equivalence(tmp_path, workers):
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(equivalence_worker, train_loop_config={"out": str(tmp_path)},
+                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name=f"eq{workers}")).fit()
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+    import ray.cloudpickle
+
+    # Ray workers cannot import this test module by name: ship its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    yield
+    ray.shutdown()
+
+
+def test_two_workers_with_half_batches_equal_one_worker_with_the_whole(tmp_path, local_ray):
+    _run_equivalence(tmp_path, 1)
+    _run_equivalence(tmp_path, 2)
+    one = torch.load(tmp_path / "world1-rank0.pt", weights_only=True)
+    r0 = torch.load(tmp_path / "world2-rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "world2-rank1.pt", weights_only=True)
+    for name in OBJECTIVES:
+        for net in ("G", "D"):
+            for key, ref in one[name][net].items():
+                assert torch.equal(r0[name][net][key], r1[name][net][key]), (name, net, key)  # ranks agree
+                diff = (r0[name][net][key].float() - ref.float()).abs().max().item()
+                assert diff <= 1e-5, (name, net, key, diff)
+        moved = max((r0[name]["G"][k] - v).abs().max().item() for k, v in r0[f"{name}-init"].items())
+        assert moved > 1e-3, name  # the K steps did train
+    # WGAN critic weights stay within the clip value on every rank.
+    assert max(v.abs().max().item() for v in r0["wgan-clip"]["D"].values() if v.is_floating_point()) <= 0.01 + 1e-9
+
+
+def _project_params(tmp_path, **sections):
+    base = {"model": {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3},
+            "train": {"iters": 12, "batch_size": 8, "checkpoint_every": 4},
+            "ray": {"num_workers": 2, "cpus_per_worker": 1, "report_every": 2, "eval_every": 12,
+                    "storage_path": str(tmp_path / "ray")},
+            "loader": {"num_workers": 0}}
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def _train_cmd(tmp_path, params, shards):
+    return [sys.executable, "-m", "colorray.cli", "train", "--params", str(params), "--shards", str(shards),
+            "--root", str(tmp_path), "--models", str(tmp_path / "models"), "--metrics", str(tmp_path / "metrics")]
+
+
+def _statuses(tmp_path):
+    return {int(Path(f).stem.split("-")[1]): json.loads(Path(f).read_text())
+            for f in glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-*.json"))}
+
+
+def _mlflow_runs(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("colorray")
+    return client, client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def uneven_shards(tmp_path_factory, skimage_shards):
+    """Odd number of training shards, the last one nearly empty."""
+    from colorray.config import DataParams
+    from colorray.data.shards import read_manifest, write_shards
+
+    n = read_manifest(skimage_shards)["splits"]["train"]["count"]
+    # One chunk per shard; a chunk size that leaves an odd number of shards, the last with 1-3 images.
+    chunk = next(c for c in range(100, 1000) if 1 <= n % c <= 3 and (n // c + 1) % 2 == 1)
+    out = tmp_path_factory.mktemp("uneven") / "shards"
+    write_shards(DataParams(chunk_size=chunk, shard_max_mb=0.01), skimage_shards.parent / "raw", out, progress=False)
+    shards = read_manifest(out)["splits"]["train"]["shards"]
+    assert len(shards) % 2 == 1 and shards[-1]["count"] <= 3, [s["count"] for s in shards]
+    return out
+
+
+def test_uneven_shards_finish_with_the_same_steps_on_every_rank(tmp_path, uneven_shards):
+    params = _project_params(tmp_path)
+    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    status = _statuses(tmp_path)
+    assert set(status) == {0, 1}
+    assert status[0]["iter"] == status[1]["iter"] == 12
+    assert status[0]["batches"] == status[1]["batches"] == 12  # n_critic = 1: one batch per step
+    _, runs = _mlflow_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].data.metrics["iter"] == 12
+
+
+def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run(tmp_path, skimage_shards):
+    params = _project_params(tmp_path, train={"iters": 40, "checkpoint_every": 4})
+    proc = subprocess.Popen(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, killed = time.time() + 300, None
+        while time.time() < deadline and killed is None:
+            st = _statuses(tmp_path)
+            if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
+                killed = st[1]
+                os.kill(killed["pid"], signal.SIGKILL)
+            time.sleep(0.2)
+        assert killed is not None, "the worker never reached iteration 8"
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    st = _statuses(tmp_path)
+    assert st[1]["pid"] != killed["pid"]  # a new worker process took rank 1
+    assert st[0]["started_at_iter"] > 0 and st[0]["started_at_iter"] % 4 == 0  # from the last checkpoint
+    assert st[0]["iter"] == st[1]["iter"] == 40
+    client, runs = _mlflow_runs(tmp_path)
+    assert len(runs) == 1  # one MLflow run, not two
+    history = client.get_metric_history(runs[0].info.run_id, "iter")
+    assert max(m.value for m in history) == 40
+
+
+def test_two_node_cluster_on_loopback(tmp_path, skimage_shards):
+    port = 6390 + os.getpid() % 50
+    # Every node and the driver must agree on authentication: token mode, with the token Ray
+    # keeps in ~/.ray/auth_token on this machine (a real cluster copies it to each node).
+    cluster_env = {**ENV, "RAY_AUTH_MODE": "token"}
+    env = {**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    try:
+        for extra in (["--head", f"--port={port}", "--include-dashboard=false"], [f"--address=127.0.0.1:{port}"]):
+            r = subprocess.run([ray_bin, "start", *extra, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                                "--disable-usage-stats"], env=cluster_env, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        params = _project_params(tmp_path, train={"iters": 6}, ray={"placement_strategy": "STRICT_SPREAD"})
+        r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        st = _statuses(tmp_path)
+        assert st[0]["iter"] == st[1]["iter"] == 6
+        assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
