@@ -218,3 +218,19 @@ def test_two_node_cluster_on_loopback(tmp_path, skimage_shards):
         assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
+
+
+def test_train_resume_continues_a_finished_run_for_more_iterations(tmp_path, skimage_shards):
+    params = _project_params(tmp_path, train={"iters": 4}, ray={"num_workers": 1})
+    r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    params = _project_params(tmp_path, train={"iters": 8, "resume": True}, ray={"num_workers": 1})
+    r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
+    assert state["iter"] == 8
+    starts = sorted(json.loads(Path(f).read_text())["started_at_iter"]
+                    for f in glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json")))
+    assert starts == [0, 4]  # the second run started where the first ended

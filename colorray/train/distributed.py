@@ -104,10 +104,12 @@ def train_loop_per_worker(config: dict) -> None:
     run_dir = Path(config["run_dir"])
 
     trainer = GANTrainer(params, device, rank=rank, world_size=world)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # this run's latest, after a worker failure
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT, map_location=device, weights_only=True))
+    elif config.get("resume_from"):  # train.resume: a finished run's final state
+        trainer.load_state_dict(torch.load(config["resume_from"], map_location=device, weights_only=True))
     t, r = params.train, params.ray
     local_batch = t.batch_size // world
     loader = make_loader(config["shards"], "train", local_batch, rank=rank, world_size=world,
@@ -260,9 +262,8 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
     resume_from = None
     saved = models_dir / CHECKPOINT
     if resume and saved.exists():
-        state_params = load_checkpoint(saved).params
-        check_resumable(state_params, params, saved)
-        resume_from = ray.train.Checkpoint.from_directory(str(models_dir))
+        check_resumable(load_checkpoint(saved).params, params, saved)
+        resume_from = str(saved.resolve())  # Ray Train V2 has no resume_from_checkpoint: workers load it
 
     if not ray.is_initialized():  # RAY_ADDRESS (if set) points at a cluster
         ray.init(address=os.environ.get("RAY_ADDRESS"), dashboard_host="127.0.0.1",
@@ -275,7 +276,8 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
                          "colorray.per_worker_batch": t.batch_size // r.num_workers})
         run_dir = Path(storage if "://" not in storage else tempfile.gettempdir()) / f"colorray-{run.info.run_id}"
         config = {"params": params.model_dump(mode="json"), "shards": str(shards), "run_id": run.info.run_id,
-                  "tracking_uri": tracking_uri, "threads": r.cpus_per_worker, "run_dir": str(run_dir)}
+                  "tracking_uri": tracking_uri, "threads": r.cpus_per_worker, "run_dir": str(run_dir),
+                  "resume_from": resume_from}
         resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config=config,
@@ -284,8 +286,7 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
                                          placement_strategy=r.placement_strategy),
             run_config=RunConfig(name=f"colorray-{run.info.run_id}", storage_path=storage,
                                  failure_config=FailureConfig(max_failures=r.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
-            resume_from_checkpoint=resume_from)
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
         result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")

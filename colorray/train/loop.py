@@ -106,9 +106,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_resumable(saved: Params, requested: Params, path: Path) -> None:
     """A checkpoint continues only the run it came from: any changed parameter but
-    train.iters (which may grow to train longer) is an error naming the keys."""
+    train.iters (which may grow to train longer) and train.resume is an error naming the keys."""
     a, b = _flat(saved.model_dump(mode="json")), _flat(requested.model_dump(mode="json"))
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "train.iters")
+    free = {"train.iters", "train.resume"}
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in free)
     if changed:
         raise ValueError(f"{path} was trained with other parameters ({', '.join(changed[:5])}"
                          f"{' ...' if len(changed) > 5 else ''}); use another output folder or --fresh")

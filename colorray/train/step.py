@@ -73,6 +73,8 @@ class GANTrainer:
         self.params, self.device = params, torch.device(device)
         self.rank, self.world_size = rank, world_size
         t, g = params.train, params.gan
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
         torch.manual_seed(t.seed)  # weights depend on the seed only
         self.G = build_generator(params).to(self.device)
         self.adversarial = g.adv_weight > 0
