@@ -59,14 +59,14 @@ def cmd_train_local(args) -> None:
     import torch
 
     from colorray.atomic import write_json_atomic
-    from colorray.train.loop import train_local, val_colorfulness
+    from colorray.train.loop import train_local, validate
     from colorray.train.step import GANTrainer
 
     params = load_params(args.params)
-    before = val_colorfulness(GANTrainer(params, args.device).G, Path(args.shards), args.device)
+    before, _ = validate(GANTrainer(params, args.device).G, Path(args.shards), args.device, max_images=512)
     trainer = train_local(params, args.shards, args.out, device=args.device, resume=not args.fresh,
                           max_seconds=args.max_minutes * 60 if args.max_minutes else None)
-    after = val_colorfulness(trainer.G, Path(args.shards), args.device)
+    after, _ = validate(trainer.G, Path(args.shards), args.device, max_images=512)
     print(f"val colorfulness (Hasler & Süsstrunk) on {after['val/images']} images: gray baseline 0.00, "
           f"untrained generator {before['val/colorfulness']:.2f}, after {trainer.iter} iterations "
           f"{after['val/colorfulness']:.2f}, ground truth {after['val/colorfulness_true']:.2f}")

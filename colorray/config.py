@@ -267,6 +267,17 @@ def _resolve(raw: dict) -> dict:
     return out
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"train": {"lr_g": 1e-4}} -> {"train.lr_g": 1e-4}: the dotted keys DVC and MLflow use."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _describe(err: dict, model: type[BaseModel]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if not err["loc"]:  # a cross-section rule: its message names the keys itself

@@ -70,7 +70,6 @@ def equivalence_worker(config):
 
 
 def _run_equivalence(tmp_path, workers):
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

@@ -14,7 +14,6 @@ import yaml
 
 from colorray.config import DataParams
 from colorray.data.shards import read_manifest, write_shards
-from colorray.data.sources import fetch_source
 
 from conftest import ROOT
 

@@ -21,62 +21,19 @@ import numpy as np
 import torch
 
 from colorray.atomic import write_json_atomic
-from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
-from colorray.config import Params, parse_params
+from colorray.color import rgb_uint8_to_lab
+from colorray.config import Params, flatten, parse_params
 from colorray.data.loader import make_loader
-from colorray.metrics import colorfulness
-from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable
+from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
 from colorray.train.step import GANTrainer, load_checkpoint
 
 EXPERIMENT = "colorray"
-GRID_IMAGES = 8
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def default_tracking_uri(root: Path) -> str:
     """MLFLOW_TRACKING_URI if set, else a SQLite store in the project (absolute: Ray workers
     run in other folders)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
-
-
-# ---- validation on a fixed val subset (rank 0) ------------------------------------------------
-
-@torch.no_grad()
-def validate(G, shards: Path, device, max_images: int = 256) -> tuple[dict, np.ndarray]:
-    """Metrics on the first `max_images` val images (always the same ones), and a sample grid
-    (rows: gray | generated | truth) of the first GRID_IMAGES as uint8 HWC."""
-    was_training = G.training
-    G.eval()
-    loader = make_loader(shards, "val", 64, num_workers=0, shuffle=False, drop_last=False)
-    l1, cf, cf_true, n, grid = [], [], [], 0, None
-    for batch in loader:
-        L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - n], device)
-        fake = G(L).float()
-        l1.append((fake - ab).abs().flatten(1).mean(1))
-        rgb_fake, rgb_true = lab_to_rgb_normalized(L, fake), lab_to_rgb_normalized(L, ab)
-        cf.append(colorfulness(rgb_fake))
-        cf_true.append(colorfulness(rgb_true))
-        if grid is None:
-            k = min(GRID_IMAGES, len(L))
-            rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k], rgb_true[:k]]
-            grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
-            grid = (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        n += len(L)
-        if n >= max_images:
-            break
-    G.train(was_training)
-    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/colorfulness": float(torch.cat(cf).mean()),
-               "val/colorfulness_true": float(torch.cat(cf_true).mean())}
-    return metrics, grid
 
 
 # ---- the worker ---------------------------------------------------------------------------------

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from colorray.atomic import write_json_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
-from colorray.config import Params
+from colorray.config import Params, flatten
 from colorray.data.loader import make_loader
 from colorray.metrics import colorfulness
 from colorray.train.step import GANTrainer, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
+GRID_IMAGES = 8  # images in each sample grid
 
 
 def batch_stream(loader, position: dict) -> Iterator[dict]:
@@ -39,21 +42,32 @@ def batch_stream(loader, position: dict) -> Iterator[dict]:
 
 
 @torch.no_grad()
-def val_colorfulness(G, folder: Path, device, batch_size: int = 64, max_images: int = 512) -> dict:
-    """Mean colorfulness of generated and of true val images (the gray baseline's is 0)."""
+def validate(G, shards: Path, device, max_images: int = 256) -> tuple[dict, np.ndarray]:
+    """Metrics on the first `max_images` val images (always the same ones), and a sample grid
+    (rows: gray | generated | truth) of the first GRID_IMAGES as uint8 HWC."""
+    was_training = G.training
     G.eval()
-    loader = make_loader(folder, "val", batch_size, num_workers=0, shuffle=False, drop_last=False)
-    gen, true, n = [], [], 0
+    loader = make_loader(shards, "val", 64, num_workers=0, shuffle=False, drop_last=False)
+    l1, cf, cf_true, n, grid = [], [], [], 0, None
     for batch in loader:
         L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - n], device)
-        gen.append(colorfulness(lab_to_rgb_normalized(L, G(L).float())))
-        true.append(colorfulness(lab_to_rgb_normalized(L, ab)))
+        fake = G(L).float()
+        l1.append((fake - ab).abs().flatten(1).mean(1))
+        rgb_fake, rgb_true = lab_to_rgb_normalized(L, fake), lab_to_rgb_normalized(L, ab)
+        cf.append(colorfulness(rgb_fake))
+        cf_true.append(colorfulness(rgb_true))
+        if grid is None:
+            k = min(GRID_IMAGES, len(L))
+            rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k], rgb_true[:k]]
+            grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
+            grid = (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         n += len(L)
         if n >= max_images:
             break
-    G.train()
-    return {"val/colorfulness": float(torch.cat(gen).mean()),
-            "val/colorfulness_true": float(torch.cat(true).mean()), "val/images": n}
+    G.train(was_training)
+    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/colorfulness": float(torch.cat(cf).mean()),
+               "val/colorfulness_true": float(torch.cat(cf_true).mean()), "val/images": n}
+    return metrics, grid
 
 
 def train_local(params: Params, shards: str | Path, out: str | Path, device: str = "cpu",
@@ -94,20 +108,10 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
     return trainer
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_resumable(saved: Params, requested: Params, path: Path) -> None:
     """A checkpoint continues only the run it came from: any changed parameter but
     train.iters (which may grow to train longer) and train.resume is an error naming the keys."""
-    a, b = _flat(saved.model_dump(mode="json")), _flat(requested.model_dump(mode="json"))
+    a, b = flatten(saved.model_dump(mode="json")), flatten(requested.model_dump(mode="json"))
     free = {"train.iters", "train.resume"}
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in free)
     if changed:
