@@ -100,7 +100,6 @@ def train_loop_per_worker(config: dict) -> None:
         write_json_atomic(run_dir / f"worker-{rank}.json", {**status, "iter": trainer.iter})
         metrics["epoch"] = trainer.data_position["epoch"] + trainer.data_position["batch"] / max(1, len(loader))
         metrics["iter"] = trainer.iter
-        ckpt = None
         if rank == 0:
             if trainer.iter % r.eval_every == 0 or last:
                 val, grid = validate(trainer.G, Path(config["shards"]), device)
@@ -108,11 +107,14 @@ def train_loop_per_worker(config: dict) -> None:
                 client.log_image(run_id, grid, artifact_file=f"samples/iter_{trainer.iter:07d}.png")
             now = int(time.time() * 1000)
             client.log_batch(run_id, metrics=[Metric(k, float(v), now, trainer.iter) for k, v in metrics.items()])
-            if trainer.iter % t.checkpoint_every == 0 or last:
-                tmp = tempfile.mkdtemp(prefix="colorray-ckpt-")
+        # Every rank reports, the same number of times; rank 0 attaches the checkpoint. report()
+        # persists it to storage before returning, so the local copy can go right after.
+        with tempfile.TemporaryDirectory(prefix="colorray-ckpt-") as tmp:
+            ckpt = None
+            if rank == 0 and (trainer.iter % t.checkpoint_every == 0 or last):
                 trainer.save(Path(tmp) / CHECKPOINT)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=ckpt)  # every rank, the same number of times
+            ray.train.report(metrics, checkpoint=ckpt)
         images, start = 0, time.perf_counter()
 
 
@@ -179,7 +181,7 @@ def _loss_plot(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def log_generator(G: torch.nn.Module, image_size: int, run_id: str) -> str:
+def log_generator(G: torch.nn.Module, image_size: int) -> str:
     """Log the generator as an MLflow PyTorch model: input L (N, 1, H, W) in [-1, 1], output
     ab (N, 2, H, W). Pickle format, so any batch size and any H, W divisible by the U-Net's
     total stride load and run (a torch.export model would be frozen to the example's shape)."""
@@ -259,6 +261,6 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         _loss_plot(history, plot)
         for path in (json_path, csv_path, plot):
             mlflow.log_artifact(str(path), artifact_path="train")
-        model_uri = log_generator(final.G, params.data.image_size, run.info.run_id)
+        model_uri = log_generator(final.G, params.data.image_size)
     return {"run_id": run.info.run_id, "iterations": final.iter, "model_uri": model_uri,
             "metrics": history[-1] if history else {}}
