@@ -44,7 +44,12 @@ def cmd_sources(args) -> None:
 
 
 def cmd_params(args) -> None:
-    print(json.dumps(load_params(args.params).model_dump(mode="json"), indent=2))
+    from colorray.config import read_yaml
+    from colorray.sweep.space import parse_space
+
+    params = load_params(args.params)
+    parse_space(read_yaml(args.params) or {}, params.tune)
+    print(json.dumps(params.model_dump(mode="json"), indent=2))
 
 
 def cmd_presets(args) -> None:
@@ -79,7 +84,10 @@ def cmd_train_local(args) -> None:
 def cmd_train(args) -> None:
     from colorray.train.distributed import fit
 
-    params = load_params(args.params)
+    best = Path(args.best) if args.best else None
+    params = load_params(args.params, best if best and best.exists() else None)
+    if best and best.exists():
+        print(f"train: parameters from {args.params} with the tuned values of {best}")
     summary = fit(params, Path(args.shards), Path(args.root), Path(args.models), Path(args.metrics),
                   resume=params.train.resume)
     m = summary["metrics"]
@@ -87,6 +95,22 @@ def cmd_train(args) -> None:
           f"{summary['model_uri']}; val/l1 {m.get('val/l1', float('nan')):.4f}, "
           f"val/colorfulness {m.get('val/colorfulness', float('nan')):.2f} "
           f"(truth {m.get('val/colorfulness_true', float('nan')):.2f})")
+
+
+def cmd_tune(args) -> None:
+    from colorray.config import read_yaml
+    from colorray.sweep.run import run_sweep
+
+    base = read_yaml(args.params) or {}
+    params = load_params(args.params)
+    s = run_sweep(base, params, Path(args.shards), Path(args.root), Path(args.out))
+    if not s.get("enabled", True):
+        print(f"tune: tune.enabled is false; wrote an empty {args.out}/best_params.yaml")
+        return
+    b = s["best"]
+    print(f"tune: {s['trials']} trials ({s['completed']} completed, {s['stopped early']} stopped early by ASHA, "
+          f"{s['error']} failed; {s['trial_iters']} trial iterations in all). Best by {s['metric']}: trial "
+          f"{b['trial_id']} with {b['score']:.4g}; MLflow sweep run {s['parent_run_id']}; see {args.out}/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
     p.add_argument("--models", default="models")
     p.add_argument("--metrics", default="metrics")
+    p.add_argument("--best", default="tune/best_params.yaml",
+                   help="tuned values applied over --params when the file exists ('' to ignore)")
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("tune", help="Ray Tune sweep of tune.space over Ray Train trials (DVC stage 'tune')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
+    p.add_argument("--out", default="tune", help="best_params.yaml, results.csv, metric_vs_knobs.png")
+    p.set_defaults(fn=cmd_tune)
 
     p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
     p.set_defaults(fn=cmd_sources)

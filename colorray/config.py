@@ -188,6 +188,44 @@ class LoaderParams(_Section):
     shuffle_buffer: int = Field(2048, ge=0)  # samples mixed across chunks before batching
 
 
+class MetricsParams(_Section):
+    """The `metrics:` section: where the weights of weight-based metrics are."""
+
+    fid_weights: Optional[str] = None  # null: $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth
+
+
+TUNE_METRICS = ("auto", "val/fid", "val/delta_cf", "val/l1")
+
+
+class TuneParams(_Section):
+    """The `tune:` section: the Ray Tune sweep whose winner the train stage uses.
+
+    `space` maps dotted parameter keys to one distribution each; colorray.sweep.space checks
+    every knob against the parameter rules before any trial starts."""
+
+    enabled: bool = True
+    metric: Literal["auto", "val/fid", "val/delta_cf", "val/l1"] = "auto"  # auto: fid if weights, else delta_cf
+    search: Literal["optuna", "random", "grid"] = "optuna"
+    scheduler: Literal["asha", "none"] = "asha"
+    num_samples: int = Field(8, ge=1, le=100000)  # trials (grid: repeats of the whole grid)
+    max_concurrent_trials: int = Field(2, ge=1)
+    iters: int = Field(100, ge=1)  # generator iterations of a trial that is never stopped
+    report_every: int = Field(25, ge=1)  # val metrics + ASHA decision every N iterations
+    grace_iters: int = Field(25, ge=1)  # ASHA: no trial stops before this
+    reduction_factor: float = Field(2.0, gt=1.0)  # ASHA: 1/rf of the trials go on at each rung
+    seed: int = 0  # the search algorithm's seed
+    num_workers: int = Field(1, ge=1)  # Ray Train workers per trial
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)  # > 0: trials train on GPUs
+    space: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TuneParams":
+        if self.grace_iters > self.iters:
+            raise ValueError(f"tune.grace_iters={self.grace_iters} exceeds tune.iters={self.iters}")
+        return self
+
+
 class Params(_Section):
     preset: Optional[str] = None
     data: DataParams = DataParams()
@@ -196,6 +234,8 @@ class Params(_Section):
     gan: GanParams = GanParams()
     train: TrainParams = TrainParams()
     ray: RayParams = RayParams()
+    metrics: MetricsParams = MetricsParams()
+    tune: TuneParams = TuneParams()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Params":
@@ -310,12 +350,33 @@ def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
         raise ConfigError(f"{origin}: invalid parameters:\n  " + "\n  ".join(lines)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_params(raw, origin=str(path))
+
+
+def overlay(raw: dict, extra: Any, origin: str) -> dict:
+    """params.yaml with the sections of `extra` (e.g. tune/best_params.yaml) merged over it."""
+    if extra is None:
+        return raw
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise ConfigError(f"{origin}: expected sections of keys, e.g. {{gan: {{l1_weight: 100}}}}")
+    out = dict(raw or {})
+    for section, values in extra.items():
+        out[section] = {**(out.get(section) or {}), **values}
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", overrides: str | Path | None = None) -> Params:
+    """params.yaml, validated; with `overrides` (a YAML file of sections) applied over it."""
+    raw = read_yaml(path)
+    origin = str(path)
+    if overrides is not None:
+        raw = overlay(raw, read_yaml(overrides), str(overrides))
+        origin = f"{path} with {overrides}"
+    return parse_params(raw, origin=origin)

@@ -74,6 +74,11 @@ def train_loop_per_worker(config: dict) -> None:
                          dataset_size=params.data.dataset_size, shuffle_buffer=params.loader.shuffle_buffer)
     stream = batch_stream(loader, trainer.data_position)
     client = MlflowClient(config["tracking_uri"]) if rank == 0 else None
+    fid = None
+    if rank == 0 and config.get("fid_cache"):  # val/fid when the Inception weights are present
+        from colorray.metrics.fid import inception_extractor
+
+        fid = inception_extractor(params.metrics.fid_weights, device)
     run_id = config["run_id"]
     if rank == 0:
         print(f"[colorray] {world} worker(s), global batch {t.batch_size} = {local_batch} per worker, "
@@ -102,7 +107,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["iter"] = trainer.iter
         if rank == 0:
             if trainer.iter % r.eval_every == 0 or last:
-                val, grid = validate(trainer.G, Path(config["shards"]), device)
+                val, grid = validate(trainer.G, Path(config["shards"]), device, fid=fid,
+                                     fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
                 metrics.update(val)
                 client.log_image(run_id, grid, artifact_file=f"samples/iter_{trainer.iter:07d}.png")
             now = int(time.time() * 1000)
@@ -141,7 +147,8 @@ def _write_outputs(history: list[dict], metrics_dir: Path) -> tuple[Path, Path]:
     """metrics/train.json (DVC metrics: the last report) and a per-epoch CSV (DVC plots)."""
     final = {k: v for k, v in history[-1].items()} if history else {}
     write_json_atomic(metrics_dir / "train.json", final, sort_keys=True)
-    keys = ["epoch", "iter", "loss/d", "loss/g/adv", "loss/g/l1", "val/l1", "val/colorfulness", "img/s"]
+    keys = ["epoch", "iter", "loss/d", "loss/g/adv", "loss/g/l1", "val/l1", "val/colorfulness", "val/delta_cf",
+            "img/s"]
     per_epoch: dict[int, list[dict]] = {}
     for row in history:
         per_epoch.setdefault(int(row.get("epoch", 0)), []).append(row)
@@ -200,23 +207,89 @@ def log_generator(G: torch.nn.Module, image_size: int) -> str:
     return info.model_uri
 
 
+def init_ray() -> None:
+    """Join RAY_ADDRESS's cluster if set, else start a local one (dashboard on loopback: Ray
+    Train V2 needs it, DESIGN.md)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), dashboard_host="127.0.0.1",
+                 runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+
+
+def setup_mlflow(root: Path) -> tuple[str, str]:
+    """Tracking URI and the project's experiment id (created on first use)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    tracking_uri = default_tracking_uri(root)
+    mlflow.set_tracking_uri(tracking_uri)
+    return tracking_uri, _experiment_id(MlflowClient(tracking_uri), root)
+
+
+def fid_cache_dir(params: Params, root: Path) -> str | None:
+    """Where val/fid keeps real-image statistics, or None when the Inception weights are absent
+    (val/fid is then not computed; colorray.metrics.fid says where to put them)."""
+    from colorray.metrics.fid import fid_available
+
+    return str(root / "data" / "fid_cache") if fid_available(params.metrics.fid_weights) else None
+
+
+def log_params(client, run_id: str, params: Params) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)) for k, v in flatten(params.model_dump(mode="json")).items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def torch_trainer(params: Params, config: dict, name: str, storage: str, callbacks=()):
+    """A Ray Train TorchTrainer running `train_loop_per_worker` as params.ray says."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    r = params.ray
+    resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
+                                     resources_per_worker=resources, placement_strategy=r.placement_strategy),
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=list(callbacks),
+                             failure_config=FailureConfig(max_failures=r.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+
+
+def worker_config(params: Params, shards: Path, run_id: str, tracking_uri: str, run_dir: Path,
+                  fid_cache: str | None = None, resume_from: str | None = None) -> dict:
+    return {"params": params.model_dump(mode="json"), "shards": str(shards), "run_id": run_id,
+            "tracking_uri": tracking_uri, "threads": params.ray.cpus_per_worker, "run_dir": str(run_dir),
+            "resume_from": resume_from, "fid_cache": fid_cache}
+
+
+def check_batches(params: Params, shards: Path) -> None:
+    """Refuse a batch that the (subset of the) training split cannot fill once."""
+    from colorray.data.shards import read_manifest
+
+    count = read_manifest(shards)["splits"]["train"]["count"]
+    size = min(count, params.data.dataset_size or count)
+    if params.train.batch_size > size:
+        raise ValueError(f"train.batch_size={params.train.batch_size} is larger than the training data "
+                         f"({size} images{' with data.dataset_size' if params.data.dataset_size else ''})")
+
+
 def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir: Path,
         resume: bool = False, run_name: str | None = None) -> dict:
     """Train with Ray Train and record everything; returns a summary."""
     import mlflow
-    import ray
     from mlflow import MlflowClient
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     r, t = params.ray, params.train
     shards, root = Path(shards).resolve(), Path(root).resolve()
+    check_batches(params, shards)
     models_dir.mkdir(parents=True, exist_ok=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    tracking_uri = default_tracking_uri(root)
+    tracking_uri, experiment_id = setup_mlflow(root)
     client = MlflowClient(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = _experiment_id(client, root)
 
     resume_from = None
     saved = models_dir / CHECKPOINT
@@ -224,29 +297,17 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         check_resumable(load_checkpoint(saved).params, params, saved)
         resume_from = str(saved.resolve())  # Ray Train V2 has no resume_from_checkpoint: workers load it
 
-    if not ray.is_initialized():  # RAY_ADDRESS (if set) points at a cluster
-        ray.init(address=os.environ.get("RAY_ADDRESS"), dashboard_host="127.0.0.1",
-                 runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    init_ray()
     storage = r.storage_path or str(root / "ray_results")
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({k: str(v) for k, v in flatten(params.model_dump(mode="json")).items()})
+        log_params(client, run.info.run_id, params)
         mlflow.set_tags({"colorray.stage": "train", "colorray.workers": r.num_workers,
                          "colorray.global_batch": t.batch_size,
                          "colorray.per_worker_batch": t.batch_size // r.num_workers})
         run_dir = Path(storage if "://" not in storage else tempfile.gettempdir()) / f"colorray-{run.info.run_id}"
-        config = {"params": params.model_dump(mode="json"), "shards": str(shards), "run_id": run.info.run_id,
-                  "tracking_uri": tracking_uri, "threads": r.cpus_per_worker, "run_dir": str(run_dir),
-                  "resume_from": resume_from}
-        resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
-        trainer = TorchTrainer(
-            train_loop_per_worker, train_loop_config=config,
-            scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
-                                         resources_per_worker=resources,
-                                         placement_strategy=r.placement_strategy),
-            run_config=RunConfig(name=f"colorray-{run.info.run_id}", storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=r.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
-        result = trainer.fit()
+        config = worker_config(params, shards, run.info.run_id, tracking_uri, run_dir,
+                               fid_cache_dir(params, root), resume_from)
+        result = torch_trainer(params, config, f"colorray-{run.info.run_id}", storage).fit()
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
         with result.checkpoint.as_directory() as d:

@@ -6,6 +6,7 @@ data stream (epoch, batch), and the loader replays the same batches from there.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -42,13 +43,19 @@ def batch_stream(loader, position: dict) -> Iterator[dict]:
 
 
 @torch.no_grad()
-def validate(G, shards: Path, device, max_images: int = 256) -> tuple[dict, np.ndarray]:
+def validate(G, shards: Path, device, max_images: int = 256, fid=None,
+             fid_cache: Path | None = None) -> tuple[dict, np.ndarray]:
     """Metrics on the first `max_images` val images (always the same ones), and a sample grid
-    (rows: gray | generated | truth) of the first GRID_IMAGES as uint8 HWC."""
+    (rows: gray | generated | truth) of the first GRID_IMAGES as uint8 HWC.
+
+    val/delta_cf is |mean CF(generated) - mean CF(truth)| (DDColor's convention). With `fid`
+    (an extractor from colorray.metrics.fid) val/fid is added: generated vs the same val
+    images, the real statistics cached in `fid_cache`.
+    """
     was_training = G.training
     G.eval()
     loader = make_loader(shards, "val", 64, num_workers=0, shuffle=False, drop_last=False)
-    l1, cf, cf_true, n, grid = [], [], [], 0, None
+    l1, cf, cf_true, n, grid, real, fake_rgb = [], [], [], 0, None, [], []
     for batch in loader:
         L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - n], device)
         fake = G(L).float()
@@ -56,6 +63,9 @@ def validate(G, shards: Path, device, max_images: int = 256) -> tuple[dict, np.n
         rgb_fake, rgb_true = lab_to_rgb_normalized(L, fake), lab_to_rgb_normalized(L, ab)
         cf.append(colorfulness(rgb_fake))
         cf_true.append(colorfulness(rgb_true))
+        if fid is not None:
+            real.append(rgb_true.cpu())
+            fake_rgb.append(rgb_fake.cpu())
         if grid is None:
             k = min(GRID_IMAGES, len(L))
             rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k], rgb_true[:k]]
@@ -65,8 +75,16 @@ def validate(G, shards: Path, device, max_images: int = 256) -> tuple[dict, np.n
         if n >= max_images:
             break
     G.train(was_training)
-    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/colorfulness": float(torch.cat(cf).mean()),
-               "val/colorfulness_true": float(torch.cat(cf_true).mean()), "val/images": n}
+    cf, cf_true = float(torch.cat(cf).mean()), float(torch.cat(cf_true).mean())
+    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/colorfulness": cf,
+               "val/colorfulness_true": cf_true, "val/delta_cf": abs(cf - cf_true), "val/images": n}
+    if fid is not None:
+        from colorray.data.shards import read_manifest
+        from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
+
+        key = json.dumps({"val": read_manifest(shards)["splits"]["val"], "images": n}, sort_keys=True)
+        real_stats = cached_statistics(key, fid_cache, lambda: real, fid)
+        metrics["val/fid"] = frechet_distance(activation_statistics(fake_rgb, fid), real_stats)
     return metrics, grid
 
 

@@ -1,0 +1,316 @@
+"""The sweep: Ray Tune over Ray Train trials, ranked on held-out val images, early-stopped by
+ASHA, sampled by Optuna (TPE or random) or a grid, recorded as nested MLflow runs, resumable.
+
+Each trial is a small driver function (`run_trial`) that builds a `TorchTrainer` running the
+same `train_loop_per_worker` as the train stage, with Ray Tune's `TuneReportCallback` passing
+its reports to Tune (the Ray Train V2 pattern, DESIGN.md trap 5). The driver function asks for
+0.01 CPU (a whole CPU would idle while its workers hold the rest; DESIGN.md measured facts).
+So a trial's metrics have the train stage's names, and the MLflow UI compares them directly.
+
+The sweep folder `<ray.storage_path>/<sweep name>` holds Tune's state; the name is a hash of
+the parameters and the code, so running the stage again after an interruption finds the
+folder and continues it with `Tuner.restore` (finished trials are kept, the others run).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from colorray.atomic import write_text_atomic
+from colorray.config import ConfigError, Params, flatten, parse_params
+from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
+
+STARTS = "trial-starts.jsonl"  # one line per trial start, in the sweep folder (local storage)
+KNOB_PREFIX = "knob/"  # results.csv columns of the searched values
+NOT_SAMPLED = ""  # a knob that does not apply to the trial's objective
+
+
+def ranking_metric(params: Params) -> str:
+    """tune.metric, with auto = val/fid when the Inception weights are present, else val/delta_cf."""
+    from colorray.metrics.fid import fid_available, unavailable_message
+
+    metric, weights = params.tune.metric, params.metrics.fid_weights
+    if metric == "auto":
+        return "val/fid" if fid_available(weights) else "val/delta_cf"
+    if metric == "val/fid" and not fid_available(weights):
+        raise ConfigError(f"tune.metric=val/fid: {unavailable_message(weights)}")
+    return metric
+
+
+def sweep_name(base: dict, params: Params) -> str:
+    """sweep-<hash of the resolved parameters and the colorray code>: the same sweep resumes,
+    a changed one starts afresh."""
+    h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        h.update(path.read_bytes())
+    return f"sweep-{h.hexdigest()[:12]}"
+
+
+# ---- one trial ----------------------------------------------------------------------------------
+
+def _child_run(client, static: dict, trial_id: str) -> str:
+    """This trial's MLflow run, nested under the sweep's; the same one when a restored sweep
+    runs the trial again."""
+    found = client.search_runs(
+        [static["experiment_id"]],
+        filter_string=f"tags.`mlflow.parentRunId` = '{static['parent_run_id']}' "
+                      f"and tags.`colorray.trial_id` = '{trial_id}'")
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(static["experiment_id"], run_name=f"trial {trial_id}",
+                            tags={"mlflow.parentRunId": static["parent_run_id"], "colorray.stage": "tune-trial",
+                                  "colorray.trial_id": trial_id, "colorray.sweep": static["name"]})
+    return run.info.run_id
+
+
+def run_trial(config: dict, static: dict) -> None:
+    """A Tune trial: one Ray Train run with this trial's knob values."""
+    import ray.tune
+    from mlflow import MlflowClient
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from colorray.config import TuneParams
+    from colorray.train.distributed import log_params, torch_trainer, worker_config
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    knobs = dict(config["knobs"]) if "knobs" in config else dict(config)  # grid | optuna
+    if static["starts"]:
+        with open(static["starts"], "a") as f:
+            f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "pid": os.getpid()}) + "\n")
+    tune = TuneParams.model_validate(static["tune"])
+    params = parse_params(trial_raw(static["base"], tune, knobs), origin=f"trial {trial_id}")
+    client = MlflowClient(static["tracking_uri"])
+    run_id = _child_run(client, static, trial_id)
+    log_params(client, run_id, params)
+    client.set_tag(run_id, "colorray.knobs", json.dumps(knobs, sort_keys=True))
+    name = f"{trial_id}-{int(time.time())}"  # a fresh Train run each time the trial starts
+    run_dir = Path(static["storage_dir"]) / name if static["storage_dir"] else Path(static["tmp"]) / name
+    cfg = worker_config(params, Path(static["shards"]), run_id, static["tracking_uri"], run_dir,
+                        fid_cache=static["fid_cache"])
+    result = torch_trainer(params, cfg, name, static["train_storage"], callbacks=[TuneReportCallback()]).fit()
+    if result.checkpoint is not None:
+        client.set_tag(run_id, "colorray.checkpoint", result.checkpoint.path)
+    client.set_terminated(run_id, "FINISHED")
+
+
+def trial_dirname(trial) -> str:
+    return f"trial-{trial.trial_id}"  # Tune's default repeats every knob value in the name
+
+
+# ---- the sweep ----------------------------------------------------------------------------------
+
+def _search(params: Params, knobs: dict[str, Knob], metric: str):
+    """(search algorithm, param_space, num_samples) for tune.search."""
+    from ray import tune as rt
+
+    t = params.tune
+    objective = params.gan.objective
+    if t.search == "grid":
+        return None, {"knobs": rt.grid_search(grid_points(knobs, objective))}, 1
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if t.search == "random":
+        sampler = optuna.samplers.RandomSampler(seed=t.seed)
+    else:  # TPE; its random start-up phase is a quarter of the trials (Optuna's 10 is a whole small sweep)
+        sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(2, t.num_samples // 4))
+    return OptunaSearch(OptunaSpace(knobs, objective), metric=metric, mode="min", sampler=sampler), {}, t.num_samples
+
+
+def _parent_run(client, experiment_id: str, name: str, params: Params, metric: str) -> str:
+    found = client.search_runs([experiment_id], filter_string=f"tags.`colorray.sweep` = '{name}' "
+                                                                "and tags.`colorray.stage` = 'tune'")
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"tune {name}",
+                            tags={"colorray.stage": "tune", "colorray.sweep": name, "colorray.metric": metric})
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)) for k, v in flatten({"tune": params.tune.model_dump(mode="json")}).items()]
+    client.log_batch(run.info.run_id, params=items)
+    return run.info.run_id
+
+
+def _outcome(metrics: dict, error, iters: int) -> str:
+    if error is not None:
+        return "error"
+    return "completed" if metrics.get("iter", 0) >= iters else "stopped early"
+
+
+def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) -> list[dict]:
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        knob_values = dict(r.config.get("knobs", r.config)) if r.config else {}
+        trial_id = m.get("trial_id") or Path(r.path).name
+        row = {"trial_id": trial_id, "outcome": _outcome(m, r.error, iters), "iter": m.get("iter", 0),
+               "ranked_by": metric, "score": m.get(metric)}
+        for key in ("val/fid", "val/delta_cf", "val/l1", "val/colorfulness", "val/colorfulness_true"):
+            if key in m:
+                row[key] = m[key]
+        for key in knobs:
+            row[KNOB_PREFIX + key] = knob_values.get(key, NOT_SAMPLED)
+        row["mlflow_run_id"] = runs.get(trial_id, "")
+        row["checkpoint"] = m.get("checkpoint_path", "")
+        rows.append(row)
+    return sorted(rows, key=lambda row: row["trial_id"])
+
+
+def _best(rows: list[dict]) -> dict:
+    """The lowest score among the trials that ran longest (ASHA let them finish for being good;
+    an early score is not comparable with a late one)."""
+    scored = [r for r in rows if r["outcome"] != "error" and r["score"] is not None]
+    if not scored:
+        raise RuntimeError("no trial reported the ranking metric; see the errors in the sweep folder")
+    longest = max(r["iter"] for r in scored)
+    return min((r for r in scored if r["iter"] == longest), key=lambda r: r["score"])
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    # "/" not "." in column names: Vega-Lite (dvc plots) reads a dot as a nested field.
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[k.replace(".", "/") for k in fields])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k.replace(".", "/"): "null" if v is None else v for k, v in r.items()})
+    os.replace(tmp, path)
+
+
+def _plot(rows: list[dict], knobs: dict[str, Knob], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(knobs) or ["(no knobs)"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for outcome, style in (("completed", dict(marker="o")), ("stopped early", dict(marker="o", facecolors="none"))):
+            pts = [(r.get(KNOB_PREFIX + key, NOT_SAMPLED), r["score"]) for r in rows
+                   if r["outcome"] == outcome and r.get(KNOB_PREFIX + key, NOT_SAMPLED) != NOT_SAMPLED
+                   and r["score"] is not None]
+            if pts:
+                xs = [str(x) if knobs[key].dist == "choice" else x for x, _ in pts]
+                ax.scatter(xs, [y for _, y in pts], edgecolors="C0", label=outcome, **style)
+        if key in knobs and knobs[key].dist == "loguniform":
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"{metric} (lower is better) of each trial at its last report")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _best_yaml(best: dict, knobs: dict[str, Knob], name: str, parent: str) -> str:
+    nested: dict = {}
+    for key in knobs:
+        if best[KNOB_PREFIX + key] != NOT_SAMPLED:
+            section, field = key.split(".")
+            nested.setdefault(section, {})[field] = best[KNOB_PREFIX + key]
+    head = (f"# Written by the tune stage ({name}): the best trial by {best['ranked_by']} (lower is better).\n"
+            f"# Trial {best['trial_id']}: {best['ranked_by']} {best['score']:.6g} after {best['iter']} iterations; "
+            f"MLflow run {best['mlflow_run_id']} (sweep run {parent}).\n"
+            f"# The train stage applies these values over params.yaml.\n")
+    return head + (yaml.safe_dump(nested, sort_keys=True) if nested else "{}\n")
+
+
+def disabled(out: Path) -> dict:
+    """tune.enabled: false: no search; empty outputs so the train stage uses params.yaml."""
+    write_text_atomic(out / "best_params.yaml",
+                      "# tune.enabled is false: no search was run; the train stage uses params.yaml as it is.\n{}\n")
+    write_text_atomic(out / "results.csv", "trial_id,outcome,iter,ranked_by,score\n")
+    _plot([], {}, "no sweep", out / "metric_vs_knobs.png")
+    return {"enabled": False}
+
+
+def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, log=print) -> dict:
+    """Run (or continue) the sweep of tune.space and write out/best_params.yaml,
+    out/results.csv and out/metric_vs_knobs.png; returns a summary."""
+    import ray
+    from mlflow import MlflowClient
+    from ray import tune as rt
+    from ray.tune.schedulers import ASHAScheduler
+
+    from colorray.data.shards import read_manifest
+    from colorray.train.distributed import fid_cache_dir, init_ray, setup_mlflow
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not params.tune.enabled:
+        return disabled(out)
+    t = params.tune
+    shards, root = Path(shards).resolve(), Path(root).resolve()
+    knobs = parse_space(base, t, read_manifest(shards)["splits"]["train"]["count"])
+    metric = ranking_metric(params)
+    tracking_uri, experiment_id = setup_mlflow(root)
+    client = MlflowClient(tracking_uri)
+    name = sweep_name(base, params)
+    storage = params.ray.storage_path or str(root / "ray_results")
+    local = "://" not in storage
+    path = f"{storage.rstrip('/')}/{name}"
+    if local:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    parent = _parent_run(client, experiment_id, name, params, metric)
+    client.update_run(parent, status="RUNNING")
+    static = {"base": base, "tune": t.model_dump(mode="json"), "shards": str(shards),
+              "tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent,
+              "name": name, "train_storage": f"{path}/train", "storage_dir": f"{path}/train" if local else None,
+              "tmp": "/tmp", "starts": f"{path}/{STARTS}" if local else None,
+              "fid_cache": fid_cache_dir(params, root) if metric == "val/fid" else None}
+
+    init_ray()
+    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), {"CPU": 0.01})
+    restored = rt.Tuner.can_restore(path)
+    if restored:
+        log(f"tune: continuing the interrupted sweep in {path}")
+        tuner = rt.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        search_alg, space, num_samples = _search(params, knobs, metric)
+        scheduler = (ASHAScheduler(time_attr="iter", max_t=t.iters, grace_period=t.grace_iters,
+                                   reduction_factor=t.reduction_factor) if t.scheduler == "asha" else None)
+        tuner = rt.Tuner(trainable, param_space=space,
+                         tune_config=rt.TuneConfig(metric=metric, mode="min", search_alg=search_alg,
+                                                   scheduler=scheduler, num_samples=num_samples,
+                                                   max_concurrent_trials=t.max_concurrent_trials,
+                                                   trial_dirname_creator=trial_dirname),
+                         run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1))
+    results = tuner.fit()
+
+    children = {r.data.tags.get("colorray.trial_id"): r.info.run_id for r in client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
+    rows = _rows(results, knobs, metric, t.iters, children)
+    for row in rows:  # trials that ASHA stopped never ended their MLflow run themselves
+        if row["mlflow_run_id"]:
+            client.set_tag(row["mlflow_run_id"], "colorray.outcome", row["outcome"])
+            client.set_terminated(row["mlflow_run_id"], "FAILED" if row["outcome"] == "error" else "FINISHED")
+    best = _best(rows)
+    write_text_atomic(out / "best_params.yaml", _best_yaml(best, knobs, name, parent))
+    _write_csv(rows, out / "results.csv")
+    _plot(rows, knobs, metric, out / "metric_vs_knobs.png")
+    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("completed", "stopped early", "error")}
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(f"best/{metric}", float(best["score"]), now, 0),
+                                      Metric("trials/completed", counts["completed"], now, 0),
+                                      Metric("trials/stopped_early", counts["stopped early"], now, 0),
+                                      Metric("trials/error", counts["error"], now, 0)])
+    client.set_tag(parent, "colorray.best_run_id", best["mlflow_run_id"])
+    for f in ("best_params.yaml", "results.csv", "metric_vs_knobs.png"):
+        client.log_artifact(parent, str(out / f), artifact_path="tune")
+    client.set_terminated(parent, "FINISHED")
+    trial_steps = sum(r["iter"] for r in rows)
+    return {"name": name, "path": path, "restored": restored, "metric": metric, "best": best,
+            "trials": len(rows), **counts, "trial_iters": trial_steps, "parent_run_id": parent}
