@@ -194,7 +194,15 @@ class MetricsParams(_Section):
     fid_weights: Optional[str] = None  # null: $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth
 
 
-TUNE_METRICS = ("auto", "val/fid", "val/delta_cf", "val/l1")
+# The five knobs the studies varied: lambda, the WGAN weight clip, n_critic, batch and data size.
+DEFAULT_SPACE = {
+    "gan.objective": {"choice": ["vanilla", "wgan"]},
+    "gan.l1_weight": {"loguniform": [10, 300]},
+    "gan.clip": {"loguniform": [0.005, 0.05]},
+    "gan.n_critic": {"randint": [1, 3]},
+    "train.batch_size": {"choice": [8, 16, 32]},
+    "data.dataset_size": {"choice": [512, 1024, None]},
+}
 
 
 class TuneParams(_Section):
@@ -207,17 +215,17 @@ class TuneParams(_Section):
     metric: Literal["auto", "val/fid", "val/delta_cf", "val/l1"] = "auto"  # auto: fid if weights, else delta_cf
     search: Literal["optuna", "random", "grid"] = "optuna"
     scheduler: Literal["asha", "none"] = "asha"
-    num_samples: int = Field(8, ge=1, le=100000)  # trials (grid: repeats of the whole grid)
+    num_samples: int = Field(8, ge=1, le=100000)  # trials (grid: every point once, this is ignored)
     max_concurrent_trials: int = Field(2, ge=1)
     iters: int = Field(100, ge=1)  # generator iterations of a trial that is never stopped
-    report_every: int = Field(25, ge=1)  # val metrics + ASHA decision every N iterations
-    grace_iters: int = Field(25, ge=1)  # ASHA: no trial stops before this
+    report_every: int = Field(20, ge=1)  # val metrics + ASHA decision every N iterations
+    grace_iters: int = Field(20, ge=1)  # ASHA: no trial stops before this
     reduction_factor: float = Field(2.0, gt=1.0)  # ASHA: 1/rf of the trials go on at each rung
     seed: int = 0  # the search algorithm's seed
     num_workers: int = Field(1, ge=1)  # Ray Train workers per trial
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)  # > 0: trials train on GPUs
-    space: dict[str, Any] = {}
+    space: dict[str, Any] = DEFAULT_SPACE
 
     @model_validator(mode="after")
     def _consistent(self) -> "TuneParams":

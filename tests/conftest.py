@@ -1,4 +1,7 @@
+import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +32,31 @@ def skimage_shards(tmp_path_factory):
     fetch_source(cfg, root / "raw", root / "downloads")
     write_shards(cfg, root / "raw", root / "shards", progress=False)
     return root / "shards"
+
+
+# Environment for subprocesses that run Ray: no telemetry, every worker's log line shown.
+RAY_ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_DEDUP_LOGS": "0"}
+
+
+@contextlib.contextmanager
+def loopback_cluster(nodes: int = 2, cpus: int = 1):
+    """A Ray cluster of `nodes` nodes on 127.0.0.1 started with `ray start`, as on real
+    machines; yields the environment a driver needs to join it (RAY_ADDRESS). Every node and
+    the driver must agree on authentication: token mode, with the token Ray keeps in
+    ~/.ray/auth_token on this machine (a real cluster copies it to each node)."""
+    port = 6390 + os.getpid() % 50
+    cluster_env = {**RAY_ENV, "RAY_AUTH_MODE": "token"}
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    try:
+        for i in range(nodes):
+            # The head keeps its dashboard (on loopback): Ray Train V2 removes a finished run's
+            # placement group through it; without it a sweep's later trials never get CPUs.
+            role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={port + 100}"]
+                    if i == 0 else [f"--address=127.0.0.1:{port}"])
+            r = subprocess.run([ray_bin, "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+                                "--disable-usage-stats"], env=cluster_env, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        yield {**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)

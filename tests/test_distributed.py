@@ -15,12 +15,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import RAY_ENV as ENV
+from conftest import ROOT, loopback_cluster
 
 pytestmark = pytest.mark.slow
-
-ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0",
-       "RAY_DEDUP_LOGS": "0"}
 NO_BATCHNORM = {"g_norm": "instance", "d_norm": "instance", "g_dropout_blocks": [],
                 "g_channels": 8, "g_channels_max": 32, "d_channels": 8, "g_depth": 4}
 OBJECTIVES = {
@@ -197,26 +195,14 @@ def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run
 
 
 def test_two_node_cluster_on_loopback(tmp_path, skimage_shards):
-    port = 6390 + os.getpid() % 50
-    # Every node and the driver must agree on authentication: token mode, with the token Ray
-    # keeps in ~/.ray/auth_token on this machine (a real cluster copies it to each node).
-    cluster_env = {**ENV, "RAY_AUTH_MODE": "token"}
-    env = {**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    try:
-        for extra in (["--head", f"--port={port}", "--include-dashboard=false"], [f"--address=127.0.0.1:{port}"]):
-            r = subprocess.run([ray_bin, "start", *extra, "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                                "--disable-usage-stats"], env=cluster_env, capture_output=True, text=True, timeout=120)
-            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with loopback_cluster(nodes=2, cpus=1) as env:
         params = _project_params(tmp_path, train={"iters": 6}, ray={"placement_strategy": "STRICT_SPREAD"})
         r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        st = _statuses(tmp_path)
-        assert st[0]["iter"] == st[1]["iter"] == 6
-        assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    st = _statuses(tmp_path)
+    assert st[0]["iter"] == st[1]["iter"] == 6
+    assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
 
 
 def test_train_resume_continues_a_finished_run_for_more_iterations(tmp_path, skimage_shards):

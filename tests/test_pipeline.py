@@ -40,6 +40,8 @@ def project(tmp_path):
     params["train"].update({"iters": 4, "batch_size": 8, "checkpoint_every": 2})
     params["ray"].update({"report_every": 2, "eval_every": 4, "cpus_per_worker": 1})
     params["loader"].update({"num_workers": 0})
+    params["tune"].update({"enabled": False, "num_samples": 2, "iters": 4, "report_every": 2, "grace_iters": 2,
+                           "scheduler": "none"})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -56,24 +58,45 @@ def _set_param(project_dir, key, value):
     p.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_repro_then_noop_then_only_the_affected_stage(project):
+def test_repro_then_noop_then_only_the_affected_stages(project):
     proj, env = project
+    _set_param(proj, "tune.enabled", True)
     out = _sh(["dvc", "repro"], proj, env)
-    assert "Running stage 'fetch'" in out and "Running stage 'shard'" in out and "Running stage 'train'" in out
+    for stage in ("fetch", "shard", "tune", "train"):
+        assert f"Running stage '{stage}'" in out
     manifest = json.loads((proj / "data/shards/manifest.json").read_text())
     assert manifest["source"] == "skimage" and manifest["kept"] > 3000
     assert json.loads((proj / "metrics/train.json").read_text())["iter"] == 4
     assert "loss/d" in _sh(["dvc", "metrics", "show"], proj, env)
     _check_mlflow(proj)
+    # The train stage used the sweep's winner (the logged run's parameters say so).
+    best = yaml.safe_load((proj / "tune/best_params.yaml").read_text())
+    assert best["gan"]["l1_weight"] and best["train"]["batch_size"]
+    params = _train_run(proj).data.params
+    assert all(params[f"{s}.{k}"] == str(v) for s, values in best.items() for k, v in values.items())
+    html = _sh(["dvc", "plots", "show", "--json"], proj, env)
+    assert "tune/results.csv" in html and "metrics/train_epochs.csv" in html
 
     out = _sh(["dvc", "repro"], proj, env)
     assert "Running stage" not in out and "up to date" in out
 
     _set_param(proj, "data.image_size", 32)
+    _set_param(proj, "tune.enabled", False)
     out = _sh(["dvc", "repro"], proj, env)
     assert "Stage 'fetch' didn't change, skipping" in out
-    assert "Running stage 'shard'" in out and "Running stage 'train'" in out
+    assert "Running stage 'shard'" in out and "Running stage 'tune'" in out and "Running stage 'train'" in out
     assert json.loads((proj / "data/shards/manifest.json").read_text())["image_size"] == 32
+    assert yaml.safe_load((proj / "tune/best_params.yaml").read_text()) == {}  # no sweep: params.yaml as it is
+    assert _train_run(proj).data.params["train.batch_size"] == "8"
+
+
+def _train_run(proj):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("colorray")
+    return client.search_runs([exp.experiment_id], filter_string="tags.`colorray.stage` = 'train'",
+                              order_by=["attributes.start_time DESC"])[0]
 
 
 def _check_mlflow(proj):
@@ -86,7 +109,7 @@ def _check_mlflow(proj):
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("colorray")
-    (run,) = client.search_runs([exp.experiment_id])
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`colorray.stage` = 'train'")
     assert run.data.metrics["iter"] == 4 and "val/colorfulness" in run.data.metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
     (model,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")

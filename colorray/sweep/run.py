@@ -3,9 +3,8 @@ ASHA, sampled by Optuna (TPE or random) or a grid, recorded as nested MLflow run
 
 Each trial is a small driver function (`run_trial`) that builds a `TorchTrainer` running the
 same `train_loop_per_worker` as the train stage, with Ray Tune's `TuneReportCallback` passing
-its reports to Tune (the Ray Train V2 pattern, DESIGN.md trap 5). The driver function asks for
-0.01 CPU (a whole CPU would idle while its workers hold the rest; DESIGN.md measured facts).
-So a trial's metrics have the train stage's names, and the MLflow UI compares them directly.
+its reports to Tune (the Ray Train V2 pattern, DESIGN.md trap 5). The driver function holds no
+CPU (`DRIVER_RESOURCES`). So a trial's metrics have the train stage's names, and the MLflow UI compares them directly.
 
 The sweep folder `<ray.storage_path>/<sweep name>` holds Tune's state; the name is a hash of
 the parameters and the code, so running the stage again after an interruption finds the
@@ -27,6 +26,12 @@ from colorray.atomic import write_text_atomic
 from colorray.config import ConfigError, Params, flatten, parse_params
 from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
 
+# A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
+# idle, and even 0.01 CPU on a node makes that node too small for a worker that wants all of its
+# CPUs: two trials deadlocked that way on a 2-node loopback cluster). The head node's built-in
+# resource is what makes the bundle non-empty (Tune rejects {"CPU": 0} alone) and keeps the
+# drivers on the head node, where Ray's own drivers run.
+DRIVER_RESOURCES = {"CPU": 0, "node:__internal_head__": 0.001}
 STARTS = "trial-starts.jsonl"  # one line per trial start, in the sweep folder (local storage)
 KNOB_PREFIX = "knob/"  # results.csv columns of the searched values
 NOT_SAMPLED = ""  # a knob that does not apply to the trial's objective
@@ -271,7 +276,7 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
               "fid_cache": fid_cache_dir(params, root) if metric == "val/fid" else None}
 
     init_ray()
-    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), {"CPU": 0.01})
+    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), DRIVER_RESOURCES)
     restored = rt.Tuner.can_restore(path)
     if restored:
         log(f"tune: continuing the interrupted sweep in {path}")
@@ -291,6 +296,9 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     children = {r.data.tags.get("colorray.trial_id"): r.info.run_id for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
     rows = _rows(results, knobs, metric, t.iters, children)
+    for row in rows:  # a stopped trial trains on until Tune's stop reaches it: count what it did
+        logged = client.get_run(row["mlflow_run_id"]).data.metrics.get("iter", 0) if row["mlflow_run_id"] else 0
+        row["iters_run"] = int(max(row["iter"], logged))
     for row in rows:  # trials that ASHA stopped never ended their MLflow run themselves
         if row["mlflow_run_id"]:
             client.set_tag(row["mlflow_run_id"], "colorray.outcome", row["outcome"])
@@ -311,6 +319,6 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     for f in ("best_params.yaml", "results.csv", "metric_vs_knobs.png"):
         client.log_artifact(parent, str(out / f), artifact_path="tune")
     client.set_terminated(parent, "FINISHED")
-    trial_steps = sum(r["iter"] for r in rows)
+    trial_steps = sum(r["iters_run"] for r in rows)
     return {"name": name, "path": path, "restored": restored, "metric": metric, "best": best,
-            "trials": len(rows), **counts, "trial_iters": trial_steps, "parent_run_id": parent}
+            "trials": len(rows), **counts, "trial_iters": trial_steps, "parent_run_id": parent, "rows": rows}

@@ -136,15 +136,41 @@ def parse_space(base: dict, tune: TuneParams, train_count: int | None = None) ->
                               f"(trials use {', '.join(map(str, objectives))})")
         for value in knob.candidates():
             over = {knob.key: value}
-            if knob.key != "gan.objective":
+            if knob.key != "gan.objective" and objective:
                 over["gan.objective"] = users[0]
-            try:
-                parse_params(trial_raw(base, tune, over), origin="trial")
-            except ConfigError as e:
-                detail = str(e).removeprefix("trial: ").removeprefix("invalid parameters:\n  ")
-                raise ConfigError(f"tune.space.{knob.key}: the value {value!r} is refused: {detail}") from None
+            _check_trial(base, tune, over, knob.key)
+    _check_combinations(base, tune, knobs, objectives)
     _check_batches(knobs, base_params, train_count)
     return knobs
+
+
+def _check_trial(base: dict, tune: TuneParams, over: dict, key: str | None = None) -> None:
+    """Parse a trial's params; a refusal names the knob (`key`, else the first knob the
+    message mentions) and the other values it was combined with."""
+    try:
+        parse_params(trial_raw(base, tune, over), origin="trial")
+    except ConfigError as e:
+        detail = str(e).removeprefix("trial: ").removeprefix("invalid parameters:\n  ")
+        key = key or next((k for k in over if k in detail), next(iter(over)))
+        others = ", ".join(f"{k}={v!r}" for k, v in over.items() if k != key)
+        raise ConfigError(f"tune.space.{key}: the value {over[key]!r} is refused"
+                          f"{' with ' + others if others else ''}: {detail}") from None
+
+
+MAX_COMBINATIONS = 4096  # checked exhaustively up to this many per objective
+
+
+def _check_combinations(base: dict, tune: TuneParams, knobs: dict[str, Knob], objectives) -> None:
+    """Knobs fine alone can clash (BatchNorm in the critic and a gradient-penalty objective):
+    every combination of the values that bound them is a trial's configuration to check."""
+    for objective in objectives:
+        own = [k for k in knobs.values() if k.key != "gan.objective" and k.applies_to(objective)]
+        combos = itertools.product(*(k.candidates() for k in own))
+        for values in itertools.islice(combos, MAX_COMBINATIONS):
+            over = {"gan.objective": objective} if "gan.objective" in knobs else {}
+            over.update({k.key: v for k, v in zip(own, values)})
+            if over:
+                _check_trial(base, tune, over)
 
 
 def _values(knobs: dict[str, Knob], key: str, default: Any) -> tuple[tuple, str]:

@@ -1,0 +1,114 @@
+"""Search efficiency: a small full grid vs ASHA + TPE over the same space (the tune stage).
+
+    python benchmarks/tune_efficiency.py [--iters 60] [--samples 16] [--out bench-tune]
+
+Runs the real tune stage (`colorray.sweep.run.run_sweep`) three times on the embedded skimage
+shards (fetched and sharded into --out): every point of a grid over the five knobs with no
+early stopping; then ASHA + Optuna TPE with --samples trials over the same values; then the
+grid's best point with two more seeds, to measure the noise of the ranking metric. Compute is
+counted as trial-steps (generator iterations actually run, stopped trials included) and as
+images processed (iterations x batch x critic steps). Not part of `make test`: it runs for a
+quarter of an hour or more on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from colorray.config import DataParams, parse_params
+from colorray.data.shards import write_shards
+from colorray.data.sources import fetch_source
+from colorray.sweep.run import run_sweep
+
+# The same values for both searches: a grid needs discrete ones.
+SPACE = {
+    "gan.objective": {"choice": ["vanilla", "wgan"]},
+    "gan.l1_weight": {"choice": [10, 100]},
+    "gan.clip": {"choice": [0.01, 0.05]},
+    "gan.n_critic": {"choice": [1, 2]},
+    "train.batch_size": {"choice": [8, 32]},
+    "data.dataset_size": {"choice": [512, None]},
+}
+
+
+def images(row: dict) -> int:
+    """Images a trial processed: iterations x batch x critic steps per iteration."""
+    batch, n_critic = row.get("knob/train.batch_size") or 32, row.get("knob/gan.n_critic") or 1
+    return int(row["iters_run"]) * int(batch) * int(n_critic)
+
+
+def sweep(base: dict, shards: Path, root: Path, name: str, **tune) -> tuple[dict, float]:
+    raw = copy.deepcopy(base)
+    raw["tune"] = {**raw["tune"], **tune}
+    start = time.perf_counter()
+    summary = run_sweep(raw, parse_params(raw), shards, root, root / name, log=print)
+    return summary, time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=60, help="generator iterations of an unstopped trial")
+    ap.add_argument("--samples", type=int, default=16, help="ASHA + TPE trials")
+    ap.add_argument("--out", default="bench-tune", help="work folder (shards, MLflow store, Ray results)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    root = Path(args.out).resolve()
+    shards = root / "shards"
+    if not (shards / "manifest.json").exists():
+        fetch_source(DataParams(), root / "raw", root / "dl")
+        write_shards(DataParams(), root / "raw", shards, progress=False)
+    report = max(1, args.iters // 6)
+    base = {"loader": {"num_workers": 0}, "ray": {"storage_path": str(root / "ray")},
+            "tune": {"iters": args.iters, "report_every": report, "grace_iters": report,
+                     "max_concurrent_trials": 2, "num_workers": 1, "cpus_per_worker": 1, "space": SPACE}}
+
+    grid, grid_s = sweep(base, shards, root, "grid", search="grid", scheduler="none")
+    asha, asha_s = sweep(base, shards, root, "asha-tpe", search="optuna", scheduler="asha",
+                                    num_samples=args.samples, reduction_factor=3)
+    # Noise: the grid's best point trained with other seeds.
+    best = grid["best"]
+    noise_base = copy.deepcopy(base)
+    for key in SPACE:
+        value = best.get("knob/" + key, "")
+        if value != "":  # "" = not sampled for this objective
+            section, field = key.split(".")
+            noise_base.setdefault(section, {})[field] = value
+    noise, _ = sweep(noise_base, shards, root, "noise", search="grid", scheduler="none",
+                            space={"train.seed": {"choice": [0, 1, 2]}})
+    seed_scores = [float(r["score"]) for r in noise["rows"]]
+    grid_rows, asha_rows = grid["rows"], asha["rows"]
+
+    def compute(rows):
+        return sum(int(r["iters_run"]) for r in rows), sum(images(r) for r in rows)
+
+    g_steps, g_images = compute(grid_rows)
+    a_steps, a_images = compute(asha_rows)
+    result = {
+        "metric": grid["metric"], "iters_per_trial": args.iters,
+        "grid": {"trials": len(grid_rows), "trial_steps": g_steps, "images": g_images, "seconds": grid_s,
+                 "best": best["score"], "best_trial": {k: v for k, v in best.items() if k.startswith("knob/")}},
+        "asha_tpe": {"trials": len(asha_rows), "stopped_early": asha["stopped early"], "trial_steps": a_steps,
+                     "images": a_images, "seconds": asha_s, "best": asha["best"]["score"],
+                     "best_trial": {k: v for k, v in asha["best"].items() if k.startswith("knob/")}},
+        "noise": {"seeds": [0, 1, 2], "scores": seed_scores, "std": statistics.stdev(seed_scores)},
+    }
+    (root / "tune_efficiency.json").write_text(json.dumps(result, indent=1, default=str))
+    m = result["metric"]
+    print(f"\n{m} (lower is better); {args.iters} iterations per unstopped trial\n")
+    print("| search | trials | stopped early | trial-steps | images | wall time | best " + m + " |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| full grid | {len(grid_rows)} | 0 | {g_steps} | {g_images} | {grid_s / 60:.1f} min | {best['score']:.3f} |")
+    print(f"| ASHA + TPE | {len(asha_rows)} | {asha['stopped early']} | {a_steps} ({100 * a_steps / g_steps:.0f}%) | "
+          f"{a_images} ({100 * a_images / g_images:.0f}%) | {asha_s / 60:.1f} min | {asha['best']['score']:.3f} |")
+    print(f"\nnoise: the grid's best point with seeds 0, 1, 2: {', '.join(f'{s:.3f}' for s in seed_scores)} "
+          f"(std {result['noise']['std']:.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The tune stage end to end: a sweep on a two-node loopback cluster with nested MLflow runs
+and its winner; an interrupted sweep that resumes only the unfinished trials. Small networks and budgets: these test the machinery, docs/benchmarks.md the results."""
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import RAY_ENV, ROOT, loopback_cluster
+
+pytestmark = pytest.mark.slow
+
+TINY = {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3}
+
+
+def _params(tmp_path, **tune) -> Path:
+    raw = {"model": TINY, "loader": {"num_workers": 0}, "ray": {"storage_path": str(tmp_path / "ray")},
+           "tune": {"num_samples": 6, "iters": 8, "report_every": 4, "grace_iters": 4,
+                    "reduction_factor": 3, "max_concurrent_trials": 2, **tune}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _cmd(tmp_path, params, shards):
+    return [sys.executable, "-m", "colorray.cli", "tune", "--params", str(params), "--shards", str(shards),
+            "--root", str(tmp_path), "--out", str(tmp_path / "tune")]
+
+
+def _results(tmp_path) -> list[dict]:
+    with open(tmp_path / "tune" / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _client(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("colorray").experiment_id
+
+
+def _starts(tmp_path) -> list[str]:
+    lines = Path(glob.glob(str(tmp_path / "ray" / "sweep-*" / "trial-starts.jsonl"))[0]).read_text().splitlines()
+    return [json.loads(line)["trial_id"] for line in lines]
+
+
+def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_path, skimage_shards):
+    """(The DVC test in test_pipeline.py checks that the train stage then uses the winner.)"""
+    params = _params(tmp_path)
+    with loopback_cluster(nodes=2, cpus=1) as env:
+        r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = _results(tmp_path)
+
+    assert len(rows) == 6 and {row["outcome"] for row in rows} <= {"completed", "stopped early"}
+    stopped = sum(row["outcome"] == "stopped early" for row in rows)
+    assert stopped >= 1 and all(int(row["iter"]) == (4 if row["outcome"] == "stopped early" else 8) for row in rows)
+    assert f"{stopped} stopped early by ASHA" in r.stdout
+    # Knobs that do not apply are not sampled: the clip only for WGAN trials.
+    assert all((row["knob/gan/clip"] != "") == (row["knob/gan/objective"] == "wgan") for row in rows)
+    # Trials ran on both nodes.
+    nodes = {json.loads(Path(f).read_text())["node_id"]
+             for f in glob.glob(str(tmp_path / "ray" / "sweep-*" / "train" / "*" / "worker-0.json"))}
+    assert len(nodes) == 2
+
+    best = yaml.safe_load((tmp_path / "tune" / "best_params.yaml").read_text())
+    best_row = min((row for row in rows if row["outcome"] == "completed"), key=lambda row: float(row["score"]))
+    assert best["gan"]["l1_weight"] == float(best_row["knob/gan/l1_weight"])
+    assert best["train"]["batch_size"] == int(best_row["knob/train/batch_size"])
+
+    client, exp = _client(tmp_path)
+    parents = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(children) == 6
+    by_trial = {row["trial_id"]: row for row in rows}
+    for child in children:
+        row = by_trial[child.data.tags["colorray.trial_id"]]
+        assert row["mlflow_run_id"] == child.info.run_id and child.info.status == "FINISHED"
+        assert child.data.tags["colorray.outcome"] == row["outcome"]
+        assert child.data.params["gan.l1_weight"] == row["knob/gan/l1_weight"]  # same names as train
+        assert child.data.params["train.iters"] == "8"
+        # A stopped trial may train on for a moment before Tune's stop reaches it; iters_run counts that.
+        assert child.data.metrics["iter"] == float(row["iters_run"]) >= float(row["iter"])
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val/delta_cf")}
+        assert history[int(row["iter"])] == pytest.approx(float(row["val/delta_cf"]))
+
+
+
+def test_an_interrupted_sweep_resumes_only_the_unfinished_trials(tmp_path, skimage_shards):
+    params = _params(tmp_path, num_samples=3, iters=8, scheduler="none", max_concurrent_trials=1)
+    proc = subprocess.Popen(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def states():
+        files = sorted(glob.glob(str(tmp_path / "ray" / "sweep-*" / "experiment_state-*.json")))
+        if not files:
+            return {}
+        try:
+            data = json.loads(Path(files[-1]).read_text())
+        except ValueError:  # caught mid-write
+            return {}
+        return {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"] for t in data["trial_data"]}
+
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            s = states()
+            if "TERMINATED" in s.values() and "RUNNING" in s.values():
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the sweep never got part-way: {states()}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    time.sleep(2)
+    before = states()
+    finished = {t for t, status in before.items() if status == "TERMINATED"}
+    started_before = len(_starts(tmp_path))
+    assert 1 <= len(finished) < 3
+
+    r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "continuing the interrupted sweep" in r.stdout
+    rows = _results(tmp_path)
+    all_trials = {row["trial_id"] for row in rows}
+    assert len(all_trials) == 3 and all(row["outcome"] == "completed" for row in rows)
+    rerun = _starts(tmp_path)[started_before:]
+    assert sorted(rerun) == sorted(all_trials - finished)  # only the unfinished ones, once each
+    client, exp = _client(tmp_path)
+    parents = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
+    assert len(parents) == 1  # the same sweep run continued
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
