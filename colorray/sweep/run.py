@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -195,19 +196,29 @@ def _plot(rows: list[dict], knobs: dict[str, Knob], metric: str, path: Path) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     keys = list(knobs) or ["(no knobs)"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for outcome, style in (("completed", dict(marker="o")), ("stopped early", dict(marker="o", facecolors="none"))):
+    cols = min(3, len(keys))
+    nrows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
+        knob = knobs.get(key)
+        for outcome, filled in (("completed", True), ("stopped early", False)):
             pts = [(r.get(KNOB_PREFIX + key, NOT_SAMPLED), r["score"]) for r in rows
                    if r["outcome"] == outcome and r.get(KNOB_PREFIX + key, NOT_SAMPLED) != NOT_SAMPLED
                    and r["score"] is not None]
-            if pts:
-                xs = [str(x) if knobs[key].dist == "choice" else x for x, _ in pts]
-                ax.scatter(xs, [y for _, y in pts], edgecolors="C0", label=outcome, **style)
-        if key in knobs and knobs[key].dist == "loguniform":
+            if pts:  # choices at their position in the list, ranges on their own scale
+                xs = [knob.args.index(x) if knob.dist == "choice" else x for x, _ in pts]
+                ax.scatter(xs, [y for _, y in pts], edgecolors="C0", facecolors="C0" if filled else "none",
+                           label=outcome)
+        if knob is not None and knob.dist == "choice":
+            ax.set_xticks(range(len(knob.args)), ["null" if v is None else str(v) for v in knob.args])
+        if knob is not None and knob.dist == "loguniform":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(key)
         ax.set_ylabel(metric)
     axes[0][0].legend(fontsize="small")
@@ -272,7 +283,7 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     static = {"base": base, "tune": t.model_dump(mode="json"), "shards": str(shards),
               "tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent,
               "name": name, "train_storage": f"{path}/train", "storage_dir": f"{path}/train" if local else None,
-              "tmp": "/tmp", "starts": f"{path}/{STARTS}" if local else None,
+              "tmp": tempfile.gettempdir(), "starts": f"{path}/{STARTS}" if local else None,
               "fid_cache": fid_cache_dir(params, root) if metric == "val/fid" else None}
 
     init_ray()

@@ -233,13 +233,3 @@ def grid_points(knobs: dict[str, Knob], default_objective: str) -> list[dict]:
                 point = {"gan.objective": objective, **point}
             points.append(point)
     return points
-
-
-def grid_size(knobs: dict[str, Knob], default_objective: str) -> int:
-    return len(grid_points(knobs, default_objective)) if knobs else 1
-
-
-def describe(knob: Knob) -> str:
-    if knob.dist == "choice":
-        return "choice of " + ", ".join(map(str, knob.args))
-    return f"{knob.dist} [{knob.args[0]}, {knob.args[1]}]"
