@@ -13,6 +13,9 @@ TINY_IMAGENET_MINI_SHA256 = "406d1bb1595f75faf8c9eaf34fdbf7c719035c6b522d7a27e77
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Ray Train's controller polls its workers every 2 s, and each ray.train.report waits for that
+# poll; the tests report every few iterations, so they poll faster (subprocesses inherit it).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 needs_tiny_imagenet = pytest.mark.skipif(
     not TINY_IMAGENET_MINI.exists(),
