@@ -50,7 +50,7 @@ def ranking_metric(params: Params) -> str:
     return metric
 
 
-def sweep_name(base: dict, params: Params) -> str:
+def sweep_name(params: Params) -> str:
     """sweep-<hash of the resolved parameters and the colorray code>: the same sweep resumes,
     a changed one starts afresh."""
     h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
@@ -255,7 +255,6 @@ def disabled(out: Path) -> dict:
 def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, log=print) -> dict:
     """Run (or continue) the sweep of tune.space and write out/best_params.yaml,
     out/results.csv and out/metric_vs_knobs.png; returns a summary."""
-    import ray
     from mlflow import MlflowClient
     from ray import tune as rt
     from ray.tune.schedulers import ASHAScheduler
@@ -272,7 +271,7 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     metric = ranking_metric(params)
     tracking_uri, experiment_id = setup_mlflow(root)
     client = MlflowClient(tracking_uri)
-    name = sweep_name(base, params)
+    name = sweep_name(params)
     storage = params.ray.storage_path or str(root / "ray_results")
     local = "://" not in storage
     path = f"{storage.rstrip('/')}/{name}"
