@@ -155,7 +155,7 @@ def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) 
     for r in results:
         m = r.metrics or {}
         knob_values = dict(r.config.get("knobs", r.config)) if r.config else {}
-        trial_id = m.get("trial_id") or Path(r.path).name
+        trial_id = m.get("trial_id") or Path(r.path).name.removeprefix("trial-")  # no report: trial_dirname
         row = {"trial_id": trial_id, "outcome": _outcome(m, r.error, iters), "iter": m.get("iter", 0),
                "ranked_by": metric, "score": m.get(metric)}
         for key in ("val/fid", "val/delta_cf", "val/l1", "val/colorfulness", "val/colorfulness_true"):
