@@ -76,6 +76,11 @@ def _child_run(client, static: dict, trial_id: str) -> str:
     return run.info.run_id
 
 
+def trial_knobs(config: dict) -> dict:
+    """A trial's knob values: grid search nests them under "knobs", Optuna gives them flat."""
+    return dict(config["knobs"]) if "knobs" in config else dict(config)
+
+
 def run_trial(config: dict, static: dict) -> None:
     """A Tune trial: one Ray Train run with this trial's knob values."""
     import ray.tune
@@ -86,7 +91,7 @@ def run_trial(config: dict, static: dict) -> None:
     from colorray.train.distributed import log_params, torch_trainer, worker_config
 
     trial_id = ray.tune.get_context().get_trial_id()
-    knobs = dict(config["knobs"]) if "knobs" in config else dict(config)  # grid | optuna
+    knobs = trial_knobs(config)
     if static["starts"]:
         with open(static["starts"], "a") as f:
             f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "pid": os.getpid()}) + "\n")
@@ -154,7 +159,7 @@ def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) 
     rows = []
     for r in results:
         m = r.metrics or {}
-        knob_values = dict(r.config.get("knobs", r.config)) if r.config else {}
+        knob_values = trial_knobs(r.config or {})
         trial_id = m.get("trial_id") or Path(r.path).name.removeprefix("trial-")  # no report: trial_dirname
         row = {"trial_id": trial_id, "outcome": _outcome(m, r.error, iters), "iter": m.get("iter", 0),
                "ranked_by": metric, "score": m.get(metric)}
@@ -303,14 +308,14 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
                          run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1))
     results = tuner.fit()
 
-    children = {r.data.tags.get("colorray.trial_id"): r.info.run_id for r in client.search_runs(
+    children = {r.data.tags.get("colorray.trial_id"): r for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
-    rows = _rows(results, knobs, metric, t.iters, children)
-    for row in rows:  # a stopped trial trains on until Tune's stop reaches it: count what it did
-        logged = client.get_run(row["mlflow_run_id"]).data.metrics.get("iter", 0) if row["mlflow_run_id"] else 0
-        row["iters_run"] = int(max(row["iter"], logged))
-    for row in rows:  # trials that ASHA stopped never ended their MLflow run themselves
-        if row["mlflow_run_id"]:
+    rows = _rows(results, knobs, metric, t.iters, {k: r.info.run_id for k, r in children.items()})
+    for row in rows:
+        # A stopped trial trains on until Tune's stop reaches it: count what it did.
+        child = children.get(row["trial_id"])
+        row["iters_run"] = int(max(row["iter"], child.data.metrics.get("iter", 0) if child else 0))
+        if child:  # trials that ASHA stopped never ended their MLflow run themselves
             client.set_tag(row["mlflow_run_id"], "colorray.outcome", row["outcome"])
             client.set_terminated(row["mlflow_run_id"], "FAILED" if row["outcome"] == "error" else "FINISHED")
     best = _best(rows)
