@@ -1,6 +1,6 @@
 """Search efficiency: a small full grid vs ASHA + TPE over the same space (the tune stage).
 
-    python benchmarks/tune_efficiency.py [--iters 60] [--samples 8] [--out bench-tune]
+    python benchmarks/tune_efficiency.py [--iters 60] [--samples 8] [--seed 0] [--out bench-tune]
 
 Runs the real tune stage (`colorray.sweep.run.run_sweep`) three times on the embedded skimage
 shards (fetched and sharded into --out): every point of a grid (WGAN: lambda x clip x n_critic) with no
@@ -55,6 +55,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=60, help="generator iterations of an unstopped trial")
     ap.add_argument("--samples", type=int, default=8, help="ASHA + TPE trials")
+    ap.add_argument("--seed", type=int, default=0, help="TPE's seed (tune.seed)")
     ap.add_argument("--out", default="bench-tune", help="work folder (shards, MLflow store, Ray results)")
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
 
     grid, grid_s = sweep(base, shards, root, "grid", search="grid", scheduler="none")
     asha, asha_s = sweep(base, shards, root, "asha-tpe", search="optuna", scheduler="asha",
-                                    num_samples=args.samples, reduction_factor=3)
+                                    num_samples=args.samples, reduction_factor=3, seed=args.seed)
     # Noise: the grid's best point trained with other seeds.
     best = grid["best"]
     noise_base = copy.deepcopy(base)

@@ -149,3 +149,32 @@ def test_the_ranking_metric_is_fid_only_when_its_weights_exist(tmp_path):
     weights.write_bytes(b"present")
     assert ranking_metric(auto) == "val/fid"
     assert ranking_metric(parse_params({"tune": {"metric": "val/l1"}})) == "val/l1"
+
+
+def _draws(search_cls, n: int) -> list[tuple]:
+    """n suggestions of a seeded TPE over a 6-point space, each told a score as it comes."""
+    import optuna
+
+    knobs = parse_space({}, _tune({"gan.l1_weight": {"choice": [10, 100, 300]},
+                                   "train.batch_size": {"choice": [8, 16]}}))
+    search = search_cls(OptunaSpace(knobs, "vanilla"), metric="val/l1", mode="min",
+                        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    points = []
+    for i in range(n):
+        config = search.suggest(str(i))
+        point = (config["gan.l1_weight"], config["train.batch_size"])
+        points.append(point)
+        search.on_trial_complete(str(i), {"val/l1": point[0] / 100 + point[1] / 10})
+    return points
+
+
+def test_tpe_does_not_repeat_a_configuration_until_the_space_is_exhausted():
+    from ray.tune.search.optuna import OptunaSearch
+
+    from colorray.sweep.search import DistinctOptunaSearch
+
+    plain = _draws(OptunaSearch, 6)
+    assert len(set(plain)) < 6  # the failure this guards against: TPE repeats on a small space
+    distinct = _draws(DistinctOptunaSearch, 7)
+    assert len(set(distinct[:6])) == 6  # all 6 points, each once
+    assert distinct[6] in distinct[:6]  # then, with every point tried, a repeat

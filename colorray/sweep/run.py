@@ -126,13 +126,15 @@ def _search(params: Params, knobs: dict[str, Knob], metric: str):
     if t.search == "grid":
         return None, {"knobs": rt.grid_search(grid_points(knobs, objective))}, 1
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from colorray.sweep.search import DistinctOptunaSearch
 
     if t.search == "random":
         sampler = optuna.samplers.RandomSampler(seed=t.seed)
     else:  # TPE; its random start-up phase is a quarter of the trials (Optuna's 10 is a whole small sweep)
         sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(2, t.num_samples // 4))
-    return OptunaSearch(OptunaSpace(knobs, objective), metric=metric, mode="min", sampler=sampler), {}, t.num_samples
+    search = DistinctOptunaSearch(OptunaSpace(knobs, objective), metric=metric, mode="min", sampler=sampler)
+    return search, {}, t.num_samples
 
 
 def _parent_run(client, experiment_id: str, name: str, params: Params, metric: str) -> str:
