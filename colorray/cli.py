@@ -85,7 +85,7 @@ def cmd_train(args) -> None:
     from colorray.train.distributed import fit
 
     best = Path(args.best) if args.best else None
-    params = load_params(args.params, best if best and best.exists() else None)
+    params = _train_params(args)
     if best and best.exists():
         print(f"train: parameters from {args.params} with the tuned values of {best}")
     summary = fit(params, Path(args.shards), Path(args.root), Path(args.models), Path(args.metrics),
@@ -111,6 +111,41 @@ def cmd_tune(args) -> None:
     print(f"tune: {s['trials']} trials ({s['completed']} completed, {s['stopped early']} stopped early by ASHA, "
           f"{s['error']} failed; {s['trial_iters']} trial iterations in all). Best by {s['metric']}: trial "
           f"{b['trial_id']} with {b['score']:.4g}; MLflow sweep run {s['parent_run_id']}; see {args.out}/")
+
+
+def _train_params(args):
+    """params.yaml with the sweep's winner applied, as the train stage uses them."""
+    best = Path(args.best) if args.best else None
+    return load_params(args.params, best if best and best.exists() else None)
+
+
+def cmd_baseline(args) -> None:
+    from colorray.evaluate import train_baseline
+
+    s = train_baseline(_train_params(args), Path(args.shards), Path(args.out), log=lambda m: None)
+    print(f"baseline: reconstruction-only generator, {s['iterations']} iterations -> {args.out}; "
+          f"val/l1 {s['val/l1']:.4f}, val/delta_cf {s['val/delta_cf']:.2f}")
+
+
+def cmd_classifier(args) -> None:
+    from colorray.evaluate import train_real_classifier
+
+    s = train_real_classifier(load_params(args.params), Path(args.shards), Path(args.out))
+    acc = (f"accuracy {s['test_accuracy']:.3f} on the {s['test_images']} real test images of those classes"
+           if s["test_accuracy"] is not None else "no test image has a class of the training split")
+    print(f"classifier: {s['classes']} classes, {s['train_images']} training images; {acc} -> {args.out}")
+
+
+def cmd_evaluate(args) -> None:
+    from colorray.evaluate import evaluate
+
+    s = evaluate(_train_params(args), Path(args.shards), Path(args.generator), Path(args.baseline),
+                 Path(args.classifier), Path(args.out), Path(args.root), Path(args.loss_curves))
+    for name, m in s["models"].items():
+        shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("fid", "lpips", "ssim", "psnr", "delta_cf", "accuracy", "cim")
+                          if k in m)
+        print(f"evaluate: {name:15s} {shown}")
+    print(f"evaluate: {s['selection']['reason']}; report: {args.out}/report.html")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
     p.add_argument("--out", default="tune", help="best_params.yaml, results.csv, metric_vs_knobs.png")
     p.set_defaults(fn=cmd_tune)
+
+    p = sub.add_parser("baseline", help="train the reconstruction-only baseline generator (DVC stage 'baseline')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--best", default="tune/best_params.yaml", help="tuned values, as for train")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--out", default="models/baseline.pt")
+    p.set_defaults(fn=cmd_baseline)
+
+    p = sub.add_parser("classifier", help="train the classifier of the classifier metrics (DVC stage 'classifier')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--out", default="models/classifier.pt")
+    p.set_defaults(fn=cmd_classifier)
+
+    p = sub.add_parser("evaluate", help="measure the models and baselines, write eval/, register the "
+                                        "winner (DVC stage 'evaluate')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--best", default="tune/best_params.yaml", help="tuned values, as for train")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--generator", default="models/generator.pt")
+    p.add_argument("--baseline", default="models/baseline.pt")
+    p.add_argument("--classifier", default="models/classifier.pt")
+    p.add_argument("--loss-curves", default="metrics/loss_curves.png")
+    p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/")
+    p.add_argument("--out", default="eval")
+    p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
     p.set_defaults(fn=cmd_sources)

@@ -234,6 +234,32 @@ class TuneParams(_Section):
         return self
 
 
+class ClassifierParams(_Section):
+    """The `classifier:` section: study 002's classifier metrics (colorray.metrics.classifier).
+    The same recipe trains the real-image classifier and, in the evaluate stage, one classifier
+    per model on its colorized training images (Omega compares their weights)."""
+
+    epochs: int = Field(2, ge=1)  # study 002: 2 epochs, batch 128
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    width: int = Field(32, ge=4)  # first conv width of the small CNN
+    seed: int = 0
+    max_train_images: Optional[int] = Field(None, ge=2)  # null: the whole training split
+
+
+class EvaluateParams(_Section):
+    """The `evaluate:` section: the final stage, which measures the trained GAN next to the
+    gray and reconstruction-only baselines on the test split and registers the winner."""
+
+    select_by: Literal["auto", "fid", "lpips", "delta_cf", "ssim", "psnr", "psnr_ab", "uiqi", "l1",
+                       "cim", "accuracy", "omega"] = "auto"  # auto: fid if its weights exist, else delta_cf
+    max_images: Optional[int] = Field(None, ge=2)  # test images measured (null: all)
+    grid_images: int = Field(8, ge=1)  # rows of eval/samples.png
+    diversity_images: int = Field(4, ge=1)  # rows of eval/diversity.png
+    diversity_samples: int = Field(4, ge=2)  # colorizations per row, dropout on
+    register_model: bool = True  # register the winner as models:/colorray@champion
+
+
 class Params(_Section):
     preset: Optional[str] = None
     data: DataParams = DataParams()
@@ -244,6 +270,8 @@ class Params(_Section):
     ray: RayParams = RayParams()
     metrics: MetricsParams = MetricsParams()
     tune: TuneParams = TuneParams()
+    classifier: ClassifierParams = ClassifierParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Params":

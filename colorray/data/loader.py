@@ -214,3 +214,22 @@ def make_loader(folder: str | Path, split: str, batch_size: int, *, num_workers:
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None,
                       generator=torch.Generator().manual_seed(dataset.seed))
+
+
+def load_split(folder: str | Path, split: str, max_images: int | None = None) -> tuple[torch.Tensor, list[str], list[str]]:
+    """A whole split in memory, in the manifest's (fixed) order: (N, H, W, 3) uint8 RGB, keys
+    and labels. For evaluation, which needs the same images every time. `max_images`: that
+    many, evenly spaced over the split (its first images may all come from one class)."""
+    loader = make_loader(folder, split, 256, num_workers=0, shuffle=False, drop_last=False)
+    rgb, keys, labels = [], [], []
+    for batch in loader:
+        rgb.append(batch["rgb"])
+        keys += batch["key"]
+        labels += batch["label"]
+    if not rgb:
+        raise ValueError(f"{folder}: the {split} split is empty")
+    rgb = torch.cat(rgb)
+    if max_images is not None and max_images < len(rgb):
+        idx = np.linspace(0, len(rgb) - 1, max_images).round().astype(int)
+        rgb, keys, labels = rgb[idx], [keys[i] for i in idx], [labels[i] for i in idx]
+    return rgb, keys, labels

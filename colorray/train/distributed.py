@@ -22,6 +22,7 @@ import torch
 
 from colorray.atomic import write_json_atomic
 from colorray.color import rgb_uint8_to_lab
+from colorray.colorize import save_generator
 from colorray.config import Params, flatten, parse_params
 from colorray.data.loader import make_loader
 from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
@@ -148,7 +149,7 @@ def _write_outputs(history: list[dict], metrics_dir: Path) -> tuple[Path, Path]:
     final = {k: v for k, v in history[-1].items()} if history else {}
     write_json_atomic(metrics_dir / "train.json", final, sort_keys=True)
     keys = ["epoch", "iter", "loss/d", "loss/g/adv", "loss/g/l1", "val/l1", "val/colorfulness", "val/delta_cf",
-            "img/s"]
+            "val/psnr", "val/ssim", "val/uiqi", "img/s"]
     per_epoch: dict[int, list[dict]] = {}
     for row in history:
         per_epoch.setdefault(int(row.get("epoch", 0)), []).append(row)
@@ -313,9 +314,6 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         with result.checkpoint.as_directory() as d:
             final = load_checkpoint(Path(d) / CHECKPOINT)
             final.save(models_dir / CHECKPOINT)  # the full state, for train.resume
-        torch.save({"format": "colorray-generator-1", "params": params.model_dump(mode="json"),
-                    "G": final.G.state_dict(), "iter": final.iter}, models_dir / ".generator.pt.tmp")
-        os.replace(models_dir / ".generator.pt.tmp", models_dir / "generator.pt")
         history = _history(client, run.info.run_id)
         json_path, csv_path = _write_outputs(history, metrics_dir)
         plot = metrics_dir / "loss_curves.png"
@@ -323,5 +321,8 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         for path in (json_path, csv_path, plot):
             mlflow.log_artifact(str(path), artifact_path="train")
         model_uri = log_generator(final.G, params.data.image_size)
+        # The evaluate stage reads the run id to link its evaluation run to this one.
+        save_generator(final.G, params, final.iter, models_dir / "generator.pt", run_id=run.info.run_id,
+                       model_uri=model_uri)
     return {"run_id": run.info.run_id, "iterations": final.iter, "model_uri": model_uri,
             "metrics": history[-1] if history else {}}

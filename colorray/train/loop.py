@@ -19,7 +19,7 @@ from colorray.atomic import write_json_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.config import Params, flatten
 from colorray.data.loader import make_loader
-from colorray.metrics import colorfulness
+from colorray.metrics.registry import MetricAccumulator
 from colorray.train.step import GANTrainer, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -45,47 +45,32 @@ def batch_stream(loader, position: dict) -> Iterator[dict]:
 @torch.no_grad()
 def validate(G, shards: Path, device, max_images: int = 256, fid=None,
              fid_cache: Path | None = None) -> tuple[dict, np.ndarray]:
-    """Metrics on the first `max_images` val images (always the same ones), and a sample grid
-    (rows: gray | generated | truth) of the first GRID_IMAGES as uint8 HWC.
-
-    val/delta_cf is |mean CF(generated) - mean CF(truth)| (DDColor's convention). With `fid`
-    (an extractor from colorray.metrics.fid) val/fid is added: generated vs the same val
-    images, the real statistics cached in `fid_cache`.
+    """The metric registry's values on the first `max_images` val images (always the same
+    ones), named val/<metric>, and a sample grid (rows: gray | generated | truth) of the first
+    GRID_IMAGES as uint8 HWC. With `fid` (an extractor from colorray.metrics.fid) val/fid is
+    added: generated vs the same val images, the real statistics cached in `fid_cache`.
     """
+    from colorray.data.shards import read_manifest
+
     was_training = G.training
     G.eval()
     loader = make_loader(shards, "val", 64, num_workers=0, shuffle=False, drop_last=False)
-    l1, cf, cf_true, n, grid, real, fake_rgb = [], [], [], 0, None, [], []
+    key = json.dumps(read_manifest(shards)["splits"]["val"], sort_keys=True) if fid is not None else ""
+    acc = MetricAccumulator(fid=fid, fid_cache=fid_cache, fid_key=key)
+    grid = None
     for batch in loader:
-        L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - n], device)
-        fake = G(L).float()
-        l1.append((fake - ab).abs().flatten(1).mean(1))
-        rgb_fake, rgb_true = lab_to_rgb_normalized(L, fake), lab_to_rgb_normalized(L, ab)
-        cf.append(colorfulness(rgb_fake))
-        cf_true.append(colorfulness(rgb_true))
-        if fid is not None:
-            real.append(rgb_true.cpu())
-            fake_rgb.append(rgb_fake.cpu())
+        L, ab = rgb_uint8_to_lab(batch["rgb"][: max_images - acc.n], device)
+        rgb_fake = acc.update(L, G(L).float(), ab)
         if grid is None:
             k = min(GRID_IMAGES, len(L))
-            rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k], rgb_true[:k]]
+            rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k],
+                    lab_to_rgb_normalized(L[:k], ab[:k])]
             grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
             grid = (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        n += len(L)
-        if n >= max_images:
+        if acc.n >= max_images:
             break
     G.train(was_training)
-    cf, cf_true = float(torch.cat(cf).mean()), float(torch.cat(cf_true).mean())
-    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/colorfulness": cf,
-               "val/colorfulness_true": cf_true, "val/delta_cf": abs(cf - cf_true), "val/images": n}
-    if fid is not None:
-        from colorray.data.shards import read_manifest
-        from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
-
-        key = json.dumps({"val": read_manifest(shards)["splits"]["val"], "images": n}, sort_keys=True)
-        real_stats = cached_statistics(key, fid_cache, lambda: real, fid)
-        metrics["val/fid"] = frechet_distance(activation_statistics(fake_rgb, fid), real_stats)
-    return metrics, grid
+    return {f"val/{k}": v for k, v in acc.result().items()}, grid
 
 
 def train_local(params: Params, shards: str | Path, out: str | Path, device: str = "cpu",

@@ -1,0 +1,95 @@
+"""Colorize images with a trained generator: the code behind the evaluate stage's grids, the
+MLflow pyfunc model (colorray.pyfunc) and `colorray colorize`.
+
+The generator runs at the size it was trained at; its ab prediction is upsampled to the
+image's own size and joined with the image's ORIGINAL full-resolution L, so the output keeps
+the input's resolution, detail and lightness (its L equals the input's within rounding).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.config import Params, parse_params
+
+GENERATOR_FORMAT = "colorray-generator-1"
+
+
+def save_generator(G: nn.Module, params: Params, iters: int, path: str | Path, **meta) -> None:
+    """The generator's weights with the parameters that build it (written atomically)."""
+    from colorray.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    state = {k: v.contiguous() for k, v in G.state_dict().items()}
+    torch.save({"format": GENERATOR_FORMAT, "params": params.model_dump(mode="json"), "G": state,
+                "iter": iters, **meta}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Params, dict]:
+    """(generator in eval mode, its parameters, the file's other fields)."""
+    from colorray.models import build_generator
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such generator file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable colorray generator ({e})") from None
+    if not isinstance(saved, dict) or saved.get("format") != GENERATOR_FORMAT:
+        raise ValueError(f"{path}: not a colorray generator (expected format {GENERATOR_FORMAT!r})")
+    params = parse_params(saved["params"], origin=str(path))
+    G = build_generator(params)
+    G.load_state_dict(saved["G"])
+    meta = {k: v for k, v in saved.items() if k not in ("G", "params", "format")}
+    return G.to(device).eval(), params, meta
+
+
+def enable_dropout(G: nn.Module) -> nn.Module:
+    """Eval mode (BatchNorm uses its running statistics) with dropout left on: several calls
+    give different colorizations of one image (study 003, fig. 4; pix2pix's only noise)."""
+    G.eval()
+    for m in G.modules():
+        if isinstance(m, nn.Dropout):
+            m.train()
+    return G
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W) gray, (H, W, 1), (H, W, 3) or (H, W, 4) of uint8 / uint16 / float in [0, 1] ->
+    (H, W, 3) uint8."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    a = a[..., :3]
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.uint16:
+        return (a.astype(np.float32) / 257.0).round().astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        return (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {a.dtype}")
+
+
+@torch.no_grad()
+def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu") -> np.ndarray:
+    """One image of any size (gray or color; color is discarded) -> (H, W, 3) uint8 RGB."""
+    rgb = torch.from_numpy(as_rgb_uint8(image))[None]
+    L, _ = rgb_uint8_to_lab(rgb, device)  # the original, full-resolution L
+    L_in = F.interpolate(L, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    ab = G(L_in.clamp(-1, 1)).float()
+    ab = F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False)
+    out = lab_to_rgb_normalized(L, ab)[0]
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -1,0 +1,318 @@
+"""The last three stages: the baselines, the classifier, and the evaluation that picks the model.
+
+- `train_baseline`: study 001's configuration S, the reconstruction-only generator: the train
+  stage's parameters (tuned values included) with `gan.adv_weight = 0`, so the same network,
+  data, optimizer, batch and iterations, without a discriminator.
+- `train_real_classifier`: the classifier of study 002's metrics, on real training images.
+- `evaluate`: every model (the GAN, the reconstruction baseline, and gray = ab 0) on the test
+  split with the metric registry (colorray.metrics.registry) and the classifier metrics; writes
+  eval/metrics.json, eval/samples.png, eval/diversity.png, eval/report.html; records an MLflow
+  evaluation run linked to the training run; registers the model chosen by evaluate.select_by
+  as `models:/colorray@champion` if it beats the gray baseline on that metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from colorray.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.colorize import enable_dropout, load_generator, save_generator
+from colorray.config import Params, parse_params
+from colorray.data.loader import load_split
+from colorray.metrics import classifier as clf
+from colorray.metrics.registry import BETTER, HIGHER, LOWER, MetricAccumulator, lpips_model, lpips_unavailable_message
+
+REGISTERED_NAME, ALIAS = "colorray", "champion"
+CANDIDATES = ("gan", "reconstruction")  # the trained models; gray is the bar they must clear
+SELECTION_BETTER = {**BETTER, "cim": HIGHER, "accuracy": HIGHER, "omega": LOWER}
+
+
+# ---- the baseline and the classifier stages -----------------------------------------------------
+
+def baseline_params(params: Params) -> Params:
+    raw = params.model_dump(mode="json")
+    raw["gan"]["adv_weight"] = 0.0
+    return parse_params(raw, origin="the baseline's parameters")
+
+
+def train_baseline(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
+    """Train the reconstruction-only generator in this process and save it to `out`."""
+    from colorray.train.loop import train_local, validate
+
+    bp = baseline_params(params)
+    with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
+        trainer = train_local(bp, shards, tmp, resume=False, log=log)
+    val, _ = validate(trainer.G, Path(shards), "cpu")
+    save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val)
+    return {"iterations": trainer.iter, **val}
+
+
+def train_real_classifier(params: Params, shards: Path, out: Path) -> dict:
+    c = params.classifier
+    from colorray.data.shards import read_manifest
+
+    classes = read_manifest(shards)["labels"]  # every label of the data, in every split
+    rgb, _, labels = load_split(shards, "train", c.max_train_images)
+    if "" in labels or len(classes) < 2:
+        raise ValueError(f"{shards}: the classifier needs a label on every image and at least 2 classes "
+                         f"(found {len(classes)}{', some images unlabeled' if '' in labels else ''}); "
+                         "set classifier metrics aside with a labeled source (folder names, Tiny-ImageNet)")
+    settings = c.model_dump(mode="json")
+    model = clf.train_classifier(rgb, clf.label_indices(labels, classes, f"{shards} train"), len(classes),
+                                 epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, width=c.width)
+    test_rgb, _, test_labels = load_split(shards, "test")
+    known = classes_seen(labels, test_labels)
+    acc = (clf.accuracy(clf.predict(model, test_rgb[known]), clf.label_indices(
+        [test_labels[i] for i in known.nonzero()[:, 0]], classes, f"{shards} test")) if known.any() else None)
+    clf.save(model, classes, settings, out)
+    return {"classes": len(classes), "train_images": len(rgb), "test_accuracy": acc,
+            "test_images": int(known.sum())}
+
+
+def classes_seen(train_labels: list[str], test_labels: list[str]) -> torch.Tensor:
+    """Which test images have a class the classifier saw in training (a mask). Sources that
+    split by photo (the embedded default: its test photo is `coffee`) have none."""
+    seen = set(train_labels)
+    return torch.tensor([lab in seen for lab in test_labels], dtype=torch.bool)
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+
+def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def colorize_split(G, rgb8: torch.Tensor, batch: int = 128, acc: MetricAccumulator | None = None) -> torch.Tensor:
+    """Colorize (N, H, W, 3) uint8 images at their size (G=None: gray, ab = 0); feeds `acc`."""
+    out = []
+    for i in range(0, len(rgb8), batch):
+        L, ab = rgb_uint8_to_lab(rgb8[i:i + batch])
+        fake = torch.zeros_like(ab) if G is None else G(L).float()
+        rgb = acc.update(L, fake, ab) if acc is not None else lab_to_rgb_normalized(L, fake)
+        out.append(_to_uint8(rgb))
+    return torch.cat(out)
+
+
+def manifest_hash(shards: Path) -> str:
+    return hashlib.sha256((Path(shards) / "manifest.json").read_bytes()).hexdigest()
+
+
+def select(results: dict, metric: str) -> dict:
+    """The candidate best on `metric`, and whether it beats the gray baseline on it."""
+    better = SELECTION_BETTER[metric]
+    sign = 1 if better == LOWER else -1
+    scored = {n: results[n].get(metric) for n in CANDIDATES if n in results}
+    scored = {n: v for n, v in scored.items() if v is not None and not math.isnan(v)}
+    if not scored:
+        return {"metric": metric, "better": better, "chosen": None, "promoted": False,
+                "reason": f"no model has a value of {metric}"}
+    chosen = min(scored, key=lambda n: sign * scored[n])
+    gray = results.get("gray", {}).get(metric)
+    beats = gray is None or math.isnan(gray) or sign * scored[chosen] < sign * gray
+    reason = (f"{chosen} has the best {metric} ({scored[chosen]:.4g}, {better} is better)"
+              + (f" and beats the gray baseline ({gray:.4g})" if beats and gray is not None else "")
+              + ("" if beats else f" but does not beat the gray baseline ({gray:.4g}): not promoted"))
+    return {"metric": metric, "better": better, "chosen": chosen, "value": scored[chosen], "gray": gray,
+            "promoted": beats, "reason": reason}
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Rows of equally sized HWC uint8 images -> one image, white gaps between them."""
+    h, w = rows[0][0].shape[:2]
+    cols = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            out[pad + i * (h + pad):pad + i * (h + pad) + h, pad + j * (w + pad):pad + j * (w + pad) + w] = im
+    return out
+
+
+@torch.no_grad()
+def diversity(G, rgb8: torch.Tensor, samples: int, seed: int = 0) -> tuple[list[list[np.ndarray]], float]:
+    """Rows gray | `samples` colorizations with dropout on | truth, and the mean per-pixel
+    standard deviation of ab across the samples (0: dropout changes nothing)."""
+    L, ab = rgb_uint8_to_lab(rgb8)
+    torch.manual_seed(seed)
+    was = G.training
+    fakes = torch.stack([enable_dropout(G)(L).float() for _ in range(samples)])
+    G.train(was)
+    G.eval()
+    spread = float(fakes.std(0).mean())
+    cols = [_to_uint8(lab_to_rgb_normalized(L, torch.zeros_like(ab)))]
+    cols += [_to_uint8(lab_to_rgb_normalized(L, f)) for f in fakes]
+    cols.append(_to_uint8(lab_to_rgb_normalized(L, ab)))
+    return [[c[i].numpy() for c in cols] for i in range(len(rgb8))], spread
+
+
+def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, classifier_path: Path,
+             out: Path, root: Path, loss_curves: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    from colorray.metrics.fid import FIDUnavailable, inception_extractor
+
+    e, shards, out = params.evaluate, Path(shards).resolve(), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    test_rgb, test_keys, test_labels = load_split(shards, "test", e.max_images)
+    model, classes, settings = clf.load(classifier_path)
+    y_test = clf.label_indices(test_labels, classes, f"{shards} test split")
+    s = settings
+    train_rgb, _, train_labels = load_split(shards, "train", s["max_train_images"])
+    y_train = clf.label_indices(train_labels, classes, f"{shards} train split")
+
+    notes = []
+    try:
+        fid = inception_extractor(params.metrics.fid_weights)
+    except FIDUnavailable as err:
+        fid, _ = None, notes.append(str(err))
+    lpips = lpips_model()
+    if lpips is None:
+        notes.append(lpips_unavailable_message())
+    for n in notes:
+        log(f"evaluate: {n}")
+    fid_cache = out / "fid_stats"
+    fid_cache.mkdir(exist_ok=True)
+    write_text_atomic(fid_cache / "README.txt", "pytorch-fid statistics of the real test images, one .npz per "
+                      "(data, detector) hash (colorray.metrics.fid.cached_statistics).\n")
+    fid_key = json.dumps(json.loads((shards / "manifest.json").read_text())["splits"]["test"], sort_keys=True)
+
+    generators = {"gray": (None, None, {}), "reconstruction": load_generator(baseline_path),
+                  "gan": load_generator(gan_path)}
+    # Accuracy and CIM on the test images whose class the classifier was trained on.
+    known = classes_seen(train_labels, test_labels)
+    reference = {"test_images": len(test_rgb), "classes": len(classes), "classifier_test_images": int(known.sum())}
+    if known.any():
+        y_known = y_test[known]
+        p_real = clf.predict(model, test_rgb[known])
+        p_gray = clf.predict(model, colorize_split(None, test_rgb[known]))
+        pc, pg = clf.true_class_probability(p_real, y_known), clf.true_class_probability(p_gray, y_known)
+        reference.update(accuracy_real=clf.accuracy(p_real, y_known), cim_real=clf.cim(pc, pc, pg))
+    else:
+        notes.append(f"accuracy and CIM unavailable: no test image has a class of the training split (test "
+                     f"classes: {', '.join(sorted(set(test_labels))[:5])}); the data source splits by photo or "
+                     "class. omega is still measured (it compares classifiers trained on training images).")
+        log(f"evaluate: {notes[-1]}")
+
+    results, firsts = {}, {"truth": test_rgb[:e.grid_images].numpy()}
+    for name, (G, _, _) in generators.items():
+        log(f"evaluate: {name} on {len(test_rgb)} test images")
+        acc = MetricAccumulator(fid=fid, fid_cache=fid_cache, fid_key=fid_key, lpips=lpips)
+        fake = colorize_split(G, test_rgb, acc=acc)
+        m = acc.result()
+        if known.any():
+            p_fake = clf.predict(model, fake[known])
+            m["accuracy"] = clf.accuracy(p_fake, y_known)
+            m["cim"] = clf.cim(clf.true_class_probability(p_fake, y_known), pc, pg)
+        clf_g = clf.train_classifier(colorize_split(G, train_rgb), y_train, len(classes), epochs=s["epochs"],
+                                     batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], width=s["width"])
+        m["omega"] = clf.omega(model, clf_g)
+        results[name] = m
+        firsts[name] = fake[:e.grid_images].numpy()
+    G_gan, gan_params, gan_meta = generators["gan"]
+    rows, spread = diversity(G_gan, test_rgb[:e.diversity_images], e.diversity_samples, gan_params.train.seed)
+    results["gan"]["diversity_ab_std"] = spread
+
+    select_by = e.select_by if e.select_by != "auto" else ("fid" if fid is not None else "delta_cf")
+    selection = select(results, select_by)
+    order = ("gray", "reconstruction", "gan", "truth")
+    write_bytes_atomic(out / "samples.png", _png(_grid([[firsts[k][i] for k in order]
+                                                         for i in range(len(firsts["truth"]))])))
+    write_bytes_atomic(out / "diversity.png", _png(_grid(rows)))
+    summary = {"models": results, "reference": reference, "selection": selection, "notes": notes,
+               "data": {"shards": str(shards), "manifest_sha256": manifest_hash(shards)},
+               "sources": {"gan": str(gan_path), "reconstruction": str(baseline_path),
+                           "train_run_id": gan_meta.get("run_id")}}
+    summary["mlflow"] = _record(params, summary, out, root, {"gan": gan_path, "reconstruction": baseline_path},
+                                loss_curves, log)
+    from colorray.report import write_report
+
+    write_report(summary, out, loss_curves)
+    write_json_atomic(out / "metrics.json", _dvc_metrics(summary))
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow.get_tracking_uri())
+    for f in ("metrics.json", "report.html"):
+        client.log_artifact(summary["mlflow"]["run_id"], str(out / f), artifact_path="eval")
+    return summary
+
+
+def _dvc_metrics(summary: dict) -> dict:
+    """eval/metrics.json: one entry per model (baselines included), the reference values and
+    the selection, numbers only where `dvc metrics show` expects them."""
+    sel = summary["selection"]
+    return {**summary["models"], "reference": summary["reference"],
+            "selection": {"metric": sel["metric"], "chosen": sel["chosen"], "promoted": sel["promoted"],
+                          "reason": sel["reason"], "registered_version": summary["mlflow"].get("version")},
+            "notes": summary["notes"], "data": summary["data"]}
+
+
+def _description(params: Params, summary: dict, chosen: str) -> str:
+    m = summary["models"][chosen]
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+    return (f"colorray {chosen} generator, chosen by {summary['selection']['metric']} "
+            f"({summary['selection']['reason']}).\n\n"
+            f"data manifest sha256: {summary['data']['manifest_sha256']}\n"
+            f"training run: {summary['sources'].get('train_run_id')}\n"
+            f"test metrics: {json.dumps(shown, sort_keys=True)}\n"
+            f"parameters: {json.dumps(params.model_dump(mode='json', exclude={'tune', 'evaluate', 'classifier'}), sort_keys=True)}")
+
+
+def _record(params: Params, summary: dict, out: Path, root: Path, paths: dict, loss_curves, log) -> dict:
+    """The MLflow evaluation run (linked to the training run), and the registered champion."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from colorray.train.distributed import setup_mlflow
+
+    tracking_uri, experiment_id = setup_mlflow(Path(root).resolve())
+    client = MlflowClient(tracking_uri)
+    train_run = summary["sources"].get("train_run_id")
+    sel = summary["selection"]
+    info = {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate") as run:
+        info["run_id"] = run.info.run_id
+        mlflow.set_tags({"colorray.stage": "evaluate", "colorray.train_run_id": train_run or "",
+                         "colorray.selected": sel["chosen"] or "", "colorray.promoted": str(sel["promoted"]),
+                         "mlflow.note.content": sel["reason"]})
+        mlflow.log_params({"evaluate.select_by": sel["metric"], "data.manifest_sha256": summary["data"]["manifest_sha256"],
+                           "evaluate.test_images": summary["reference"]["test_images"]})
+        mlflow.log_metrics({f"{name}/{k}": float(v) for name, m in summary["models"].items()
+                            for k, v in m.items() if isinstance(v, (int, float)) and not math.isnan(v)})
+        for f in ("samples.png", "diversity.png"):
+            mlflow.log_artifact(str(out / f), artifact_path="eval")
+        if train_run:
+            client.set_tag(train_run, "colorray.evaluation_run_id", run.info.run_id)
+        if not sel["promoted"]:
+            log(f"evaluate: {sel['reason']}")
+        elif params.evaluate.register_model:
+            from colorray.pyfunc import ColorizerModel
+
+            import colorray
+
+            mv = mlflow.pyfunc.log_model(
+                name="colorizer", python_model=ColorizerModel(), artifacts={"generator": str(paths[sel["chosen"]])},
+                code_paths=[str(Path(colorray.__file__).parent)], registered_model_name=REGISTERED_NAME,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "scikit-image", "pillow", "pandas"])
+            version = mv.registered_model_version
+            client.update_model_version(REGISTERED_NAME, version, description=_description(params, summary, sel["chosen"]))
+            client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
+            info.update(version=int(version), model_uri=f"models:/{REGISTERED_NAME}@{ALIAS}")
+            log(f"evaluate: {sel['reason']}; registered as models:/{REGISTERED_NAME}@{ALIAS} (version {version})")
+    return info

@@ -1,0 +1,142 @@
+"""The metric registry: one implementation of every image metric, used by training and tuning
+(on val images, names prefixed `val/`) and by the evaluate stage (on the test split), so the
+numbers in MLflow, tune/results.csv and eval/metrics.json mean the same thing.
+
+All metrics compare a colorization with the ground truth sharing its L channel; images are
+normalised Lab tensors as the loader gives them (L (N, 1, H, W), ab (N, 2, H, W), in [-1, 1]).
+
+| name | better | how |
+|---|---|---|
+| l1 | lower | mean abs error of normalised ab (the training loss's L1) |
+| psnr | higher | skimage `peak_signal_noise_ratio` of 8-bit RGB, mean over images (capped at 100 dB) |
+| psnr_ab | higher | the same on normalised ab (data range 2) |
+| ssim | higher | skimage `structural_similarity` of 8-bit RGB (7x7 window, channels averaged) |
+| uiqi | higher | Wang & Bovik's universal quality index, torchmetrics (11x11 Gaussian window), RGB |
+| lpips | lower | torchmetrics LPIPS (AlexNet), only when torchvision's AlexNet weights are on disk |
+| colorfulness | - | Hasler & Süsstrunk CF of the colorization, mean over images |
+| colorfulness_true | - | the same of the ground truth |
+| delta_cf | lower | abs(colorfulness - colorfulness_true) (DDColor's convention) |
+| fid | lower | pytorch-fid's Fréchet Inception distance against the real images (fid_images of each) |
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from colorray.color import lab_to_rgb_normalized
+from colorray.metrics import colorfulness
+
+LOWER, HIGHER, NEITHER = "lower", "higher", "-"
+BETTER = {"l1": LOWER, "psnr": HIGHER, "psnr_ab": HIGHER, "ssim": HIGHER, "uiqi": HIGHER, "lpips": LOWER,
+          "colorfulness": NEITHER, "colorfulness_true": NEITHER, "delta_cf": LOWER, "fid": LOWER}
+PSNR_CAP = 100.0  # dB; identical images would give infinity
+
+LPIPS_NET = "alex"
+
+
+def lpips_weights_path() -> Path:
+    """Where torchvision reads the AlexNet weights LPIPS needs (its hub cache; no download here)."""
+    from torchvision.models import AlexNet_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.DEFAULT.url).name
+
+
+def lpips_unavailable_message() -> str:
+    from torchvision.models import AlexNet_Weights
+
+    return (f"LPIPS unavailable: torchvision's AlexNet weights are not at {lpips_weights_path()}. "
+            f"Download {AlexNet_Weights.DEFAULT.url} and save it there (or set TORCH_HOME).")
+
+
+def lpips_model(pretrained_backbone: bool = True):
+    """torchmetrics' LPIPS (AlexNet backbone and its bundled linear layers), or None when the
+    backbone's weights are absent. `pretrained_backbone=False` (tests) uses a random backbone."""
+    if pretrained_backbone and not lpips_weights_path().is_file():
+        return None
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    return _NoTrainLpips(net=LPIPS_NET, pnet_rand=not pretrained_backbone).eval()
+
+
+def _uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8, as an image file would hold it."""
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def psnr(pred: np.ndarray, true: np.ndarray, data_range: float) -> float:
+    if np.array_equal(pred, true):
+        return PSNR_CAP
+    return min(PSNR_CAP, float(peak_signal_noise_ratio(true, pred, data_range=data_range)))
+
+
+def ssim(pred: np.ndarray, true: np.ndarray) -> float:
+    """SSIM of two (H, W, 3) uint8 images, skimage's defaults (Wang et al. 2004 constants)."""
+    return float(structural_similarity(true, pred, channel_axis=-1, data_range=255))
+
+
+def uiqi(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Universal image quality index per image of (N, C, H, W) tensors."""
+    from torchmetrics.functional.image import universal_image_quality_index
+
+    q = universal_image_quality_index(pred.float(), true.float(), reduction="none")  # float64 is 10x slower
+    return q.flatten(1).mean(1)
+
+
+class MetricAccumulator:
+    """Collects the registry's metrics batch by batch; `result()` gives one value per name.
+
+    fid: an extractor from colorray.metrics.fid (None: no FID); fid_cache + fid_key: where the
+    real images' statistics are cached and the key of those real images (the data's identity).
+    lpips: a model from `lpips_model()` (None: no LPIPS).
+    """
+
+    def __init__(self, fid=None, fid_cache: Path | None = None, fid_key: str = "", lpips=None):
+        self.fid, self.fid_cache, self.fid_key, self.lpips = fid, fid_cache, fid_key, lpips
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self.fake_rgb, self.real_rgb = [], []
+        self.n = 0
+
+    def _add(self, name: str, per_image) -> None:
+        self.values.setdefault(name, []).append(torch.as_tensor(per_image, dtype=torch.float64).reshape(-1))
+
+    @torch.no_grad()
+    def update(self, L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+        """Add a batch; returns its colorized RGB (N, 3, H, W) in [0, 1] for the caller's grids."""
+        L, ab_pred, ab_true = L.float(), ab_pred.float(), ab_true.float()
+        rgb_pred, rgb_true = lab_to_rgb_normalized(L, ab_pred), lab_to_rgb_normalized(L, ab_true)
+        pred8, true8 = _uint8(rgb_pred), _uint8(rgb_true)
+        ab_p, ab_t = ab_pred.cpu().numpy(), ab_true.cpu().numpy()
+        self._add("l1", (ab_pred - ab_true).abs().flatten(1).mean(1))
+        self._add("psnr", [psnr(p, t, 255) for p, t in zip(pred8, true8)])
+        self._add("psnr_ab", [psnr(p, t, 2.0) for p, t in zip(ab_p, ab_t)])
+        self._add("ssim", [ssim(p, t) for p, t in zip(pred8, true8)])
+        self._add("uiqi", uiqi(rgb_pred, rgb_true))
+        self._add("colorfulness", colorfulness(rgb_pred))
+        self._add("colorfulness_true", colorfulness(rgb_true))
+        if self.lpips is not None:  # inputs in [-1, 1]
+            self._add("lpips", self.lpips(rgb_pred.cpu() * 2 - 1, rgb_true.cpu() * 2 - 1).flatten())
+        if self.fid is not None:
+            self.fake_rgb.append(rgb_pred.cpu())
+            self.real_rgb.append(rgb_true.cpu())
+        self.n += len(L)
+        return rgb_pred
+
+    def result(self) -> dict:
+        if not self.n:
+            raise ValueError("no images to measure")
+        out = {name: float(torch.cat(v).mean()) for name, v in self.values.items()}
+        out["delta_cf"] = abs(out["colorfulness"] - out["colorfulness_true"])
+        out["images"] = self.n
+        if self.fid is not None:
+            from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
+
+            key = json.dumps({"real": self.fid_key, "images": self.n}, sort_keys=True)
+            real = cached_statistics(key, self.fid_cache, lambda: self.real_rgb, self.fid)
+            fake = activation_statistics(self.fake_rgb, self.fid)
+            out["fid"], out["fid_images"] = frechet_distance(fake, real), min(fake[2], real[2])
+        return out

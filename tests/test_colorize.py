@@ -1,0 +1,51 @@
+"""colorray.colorize: any size in, the same size out, the input's own lightness kept."""
+import numpy as np
+import pytest
+import torch
+from skimage import color, data
+
+from colorray.colorize import as_rgb_uint8, colorize, load_generator, save_generator
+from colorray.config import parse_params
+from colorray.models import build_generator
+
+SMALL = {"model": {"g_channels": 8, "g_channels_max": 16}}
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    params = parse_params(SMALL)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("g") / "generator.pt"
+    save_generator(build_generator(params), params, 0, path, run_id="r1")
+    return path
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut"])
+def test_the_output_keeps_the_inputs_resolution_and_lightness(generator, name):
+    G, params, meta = load_generator(generator)
+    assert meta["run_id"] == "r1" and params.data.image_size == 64
+    image = getattr(data, name)()  # camera: a real grayscale photo; astronaut: color, made gray here
+    gray = image if image.ndim == 2 else (color.rgb2gray(image) * 255).round().astype(np.uint8)
+    gray = gray[:301, :457]  # odd sizes, another aspect than the model's square
+    out = colorize(G, gray, params.data.image_size)
+    assert out.shape == (301, 457, 3) and out.dtype == np.uint8
+    L_in = color.rgb2lab(as_rgb_uint8(gray))[..., 0]
+    L_out = color.rgb2lab(out)[..., 0]
+    # Equal within the rounding of 8-bit RGB (an L step of 100/255 at most, far less on average)
+    assert np.abs(L_out - L_in).max() < 1.0 and np.abs(L_out - L_in).mean() < 0.3
+
+
+def test_input_kinds_are_normalised_and_bad_ones_refused(tmp_path):
+    g = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert as_rgb_uint8(g).shape == (3, 4, 3)
+    assert as_rgb_uint8(g[..., None]).shape == (3, 4, 3)
+    assert (as_rgb_uint8(np.full((2, 2, 4), 65535, np.uint16)) == 255).all()  # 16-bit RGBA
+    assert (as_rgb_uint8(np.full((2, 2), 0.5)) == 128).all()
+    with pytest.raises(ValueError, match="shape"):
+        as_rgb_uint8(np.zeros((2, 2, 2), np.uint8))
+    bad = tmp_path / "g.pt"
+    torch.save({"format": "something else"}, bad)
+    with pytest.raises(ValueError, match="not a colorray generator"):
+        load_generator(bad)
+    with pytest.raises(FileNotFoundError):
+        load_generator(tmp_path / "missing.pt")

@@ -1,0 +1,138 @@
+"""The evaluate stage end to end on the embedded shards, with small models: metrics.json, the
+grids, the report (rendered in headless Chromium), the MLflow evaluation run and the registry."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from colorray.config import parse_params
+from colorray.evaluate import evaluate, select, train_baseline, train_real_classifier
+from colorray.train.loop import train_local
+from colorray.colorize import save_generator
+
+TINY = {"model": {"g_channels": 8, "g_channels_max": 32, "d_channels": 8},
+        "train": {"iters": 60, "batch_size": 16, "checkpoint_every": 1000},
+        "loader": {"num_workers": 0}, "classifier": {"epochs": 1, "max_train_images": 512},
+        "evaluate": {"max_images": 96, "select_by": "delta_cf"}}
+
+
+@pytest.fixture(scope="module")
+def evaluated(skimage_shards, tmp_path_factory):
+    """A short GAN run, its baseline and classifier, and one evaluation of them."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("eval")
+    params = parse_params(TINY)
+    trainer = train_local(params, skimage_shards, root / "gan-run", log=lambda m: None)
+    save_generator(trainer.G, params, trainer.iter, root / "generator.pt", run_id=None)
+    train_baseline(params, skimage_shards, root / "baseline.pt", log=lambda m: None)
+    clf = train_real_classifier(params, skimage_shards, root / "classifier.pt")
+    summary = evaluate(params, skimage_shards, root / "generator.pt", root / "baseline.pt", root / "classifier.pt",
+                       root / "eval", root, log=lambda m: None)
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return root, summary, clf
+
+
+def test_metrics_json_has_every_model_and_metric(evaluated):
+    root, summary, clf = evaluated
+    saved = json.loads((root / "eval" / "metrics.json").read_text())
+    for name in ("gray", "reconstruction", "gan"):
+        m = saved[name]
+        for key in ("l1", "psnr", "psnr_ab", "ssim", "uiqi", "colorfulness", "delta_cf", "omega"):
+            assert np.isfinite(m[key]), (name, key)
+        assert m["images"] == 96
+        # The embedded photos are split by photo: the test photo's class is not a training class.
+        assert "accuracy" not in m and "cim" not in m
+    # gray is exactly the ground truth's L with ab = 0
+    assert saved["gray"]["colorfulness"] < 0.05 and saved["gray"]["delta_cf"] == pytest.approx(
+        saved["gray"]["colorfulness_true"], abs=0.05)
+    assert clf["test_accuracy"] is None and saved["reference"]["classifier_test_images"] == 0
+    assert any("accuracy and CIM unavailable" in n for n in saved["notes"])
+    assert "fid" not in saved["gan"] or saved["gan"]["fid_images"] == 96
+    assert any("FID unavailable" in n for n in saved["notes"]) == ("fid" not in saved["gan"])
+
+
+def test_the_gan_beats_gray_on_colorfulness_and_is_registered_as_champion(evaluated):
+    import mlflow
+    from mlflow import MlflowClient
+
+    root, summary, _ = evaluated
+    sel = summary["selection"]
+    assert sel["metric"] == "delta_cf" and sel["promoted"], sel
+    mv = MlflowClient().get_model_version_by_alias("colorray", "champion")
+    assert sel["chosen"] in mv.description and "manifest sha256" in mv.description
+    model = mlflow.pyfunc.load_model("models:/colorray@champion")
+    from skimage import data
+
+    gray = data.camera()[:200, :300]  # another size than the model's 64 px
+    out = model.predict(gray)
+    assert out.shape == (200, 300, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
+
+
+def test_the_evaluation_run_is_linked_and_holds_the_outputs(evaluated):
+    from mlflow import MlflowClient
+
+    root, summary, _ = evaluated
+    client = MlflowClient()
+    run = client.get_run(summary["mlflow"]["run_id"])
+    assert run.data.tags["colorray.stage"] == "evaluate"
+    assert run.data.metrics["gan/ssim"] == pytest.approx(summary["models"]["gan"]["ssim"])
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/metrics.json", "eval/report.html", "eval/samples.png", "eval/diversity.png"} <= files
+
+
+def test_sample_grids_have_the_announced_layout(evaluated):
+    from PIL import Image
+
+    root, summary, _ = evaluated
+    samples = np.asarray(Image.open(root / "eval" / "samples.png"))
+    assert samples.shape == (8 * 66 + 2, 4 * 66 + 2, 3)  # 8 rows x (gray | reconstruction | gan | truth)
+    first_gray = samples[2:66, 2:66].astype(int)
+    assert np.abs(first_gray - first_gray.mean(2, keepdims=True)).max() <= 2  # column 1 is gray
+    diversity = np.asarray(Image.open(root / "eval" / "diversity.png"))
+    assert diversity.shape == (4 * 66 + 2, 6 * 66 + 2, 3)  # gray | 4 samples | truth
+    assert summary["models"]["gan"]["diversity_ab_std"] > 0  # dropout changes the colorization
+
+
+def test_a_model_that_does_not_beat_gray_is_not_promoted():
+    results = {"gray": {"delta_cf": 30.0, "ssim": 0.95}, "gan": {"delta_cf": 35.0, "ssim": 0.90},
+               "reconstruction": {"delta_cf": 31.0, "ssim": 0.93}}
+    sel = select(results, "delta_cf")
+    assert sel["chosen"] == "reconstruction" and not sel["promoted"] and "not promoted" in sel["reason"]
+    sel = select(results, "ssim")  # higher is better
+    assert sel["chosen"] == "reconstruction" and not sel["promoted"]
+    results["gan"]["delta_cf"] = 2.0
+    sel = select(results, "delta_cf")
+    assert sel["chosen"] == "gan" and sel["promoted"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_report_renders_in_headless_chromium(evaluated, tmp_path):
+    from PIL import Image
+
+    root, summary, _ = evaluated
+    page = (root / "eval" / "report.html").resolve().as_uri()
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(flags + ["--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    table = re.search(r'<table id="metrics">(.*?)</table>', dom, re.S).group(1)
+    assert all(f"<td>{name}</td>" in table for name in ("gray", "reconstruction", "gan"))
+    assert f"{summary['models']['gan']['ssim']:.4g}" in table
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", "--hide-scrollbars", page],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    chroma = np.abs(pixels - pixels.mean(2, keepdims=True)).max(2)
+    # The embedded grids put many colorful pixels on the page; text, table and broken-image
+    # icons alone give a few hundred at most.
+    assert (chroma > 30).sum() > 20_000, (chroma > 30).sum()
