@@ -40,6 +40,8 @@ def project(tmp_path):
     params["train"].update({"iters": 4, "batch_size": 8, "checkpoint_every": 2})
     params["ray"].update({"report_every": 2, "eval_every": 4, "cpus_per_worker": 1})
     params["loader"].update({"num_workers": 0})
+    params["classifier"].update({"epochs": 1, "max_train_images": 256})
+    params["evaluate"].update({"max_images": 64, "grid_images": 4, "diversity_images": 2, "diversity_samples": 2})
     params["tune"].update({"enabled": False, "num_samples": 2, "iters": 4, "report_every": 2, "grace_iters": 2,
                            "scheduler": "none"})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -62,13 +64,15 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
     proj, env = project
     _set_param(proj, "tune.enabled", True)
     out = _sh(["dvc", "repro"], proj, env)
-    for stage in ("fetch", "shard", "tune", "train"):
+    for stage in ("fetch", "shard", "tune", "train", "baseline", "classifier", "evaluate"):
         assert f"Running stage '{stage}'" in out
     manifest = json.loads((proj / "data/shards/manifest.json").read_text())
     assert manifest["source"] == "skimage" and manifest["kept"] > 3000
     assert json.loads((proj / "metrics/train.json").read_text())["iter"] == 4
-    assert "loss/d" in _sh(["dvc", "metrics", "show"], proj, env)
+    shown = _sh(["dvc", "metrics", "show"], proj, env)
+    assert "loss/d" in shown and "eval/metrics.json" in shown and "gan.delta_cf" in shown
     _check_mlflow(proj)
+    _check_evaluation(proj, out)
     # The train stage used the sweep's winner (the logged run's parameters say so).
     best = yaml.safe_load((proj / "tune/best_params.yaml").read_text())
     assert best["gan"]["l1_weight"] and best["train"]["batch_size"]
@@ -82,12 +86,34 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
 
     _set_param(proj, "data.image_size", 32)
     _set_param(proj, "tune.enabled", False)
-    out = _sh(["dvc", "repro"], proj, env)
+    out = _sh(["dvc", "repro", "train"], proj, env)  # up to train: the later stages were shown above
     assert "Stage 'fetch' didn't change, skipping" in out
-    assert "Running stage 'shard'" in out and "Running stage 'tune'" in out and "Running stage 'train'" in out
+    assert all(f"Running stage '{s}'" in out for s in ("shard", "tune", "train"))
+    assert "evaluate" not in out
     assert json.loads((proj / "data/shards/manifest.json").read_text())["image_size"] == 32
     assert yaml.safe_load((proj / "tune/best_params.yaml").read_text()) == {}  # no sweep: params.yaml as it is
     assert _train_run(proj).data.params["train.batch_size"] == "8"
+
+
+def _check_evaluation(proj, out):
+    """eval/ has the metrics of the GAN and both baselines; the evaluation run is linked to
+    the training run; the champion alias exists exactly when the stage said it promoted."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    m = json.loads((proj / "eval/metrics.json").read_text())
+    assert {"gray", "reconstruction", "gan"} <= m.keys() and m["gan"]["images"] == 64
+    assert all((proj / "eval" / f).stat().st_size > 1000 for f in ("samples.png", "diversity.png", "report.html"))
+    client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
+    train = _train_run(proj)
+    eval_id = train.data.tags["colorray.evaluation_run_id"]
+    assert client.get_run(eval_id).data.tags["colorray.train_run_id"] == train.info.run_id
+    assert m["selection"]["reason"] in out  # the stage says whether it promoted, and why
+    try:
+        version = client.get_model_version_by_alias("colorray", "champion").version
+    except MlflowException:
+        version = None
+    assert (version is not None) == m["selection"]["promoted"]
 
 
 def _train_run(proj):
@@ -112,7 +138,8 @@ def _check_mlflow(proj):
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`colorray.stage` = 'train'")
     assert run.data.metrics["iter"] == 4 and "val/colorfulness" in run.data.metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
-    (model,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    (model,) = [m for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+                if m.source_run_id == run.info.run_id]
     G = mlflow.pytorch.load_model(f"models:/{model.model_id}")
     assert G(torch.zeros(3, 1, 32, 48)).shape == (3, 2, 32, 48)  # another batch and size than logged
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
@@ -122,7 +149,7 @@ def _check_mlflow(proj):
 @needs_tiny_imagenet
 def test_dvc_exp_run_switches_to_tiny_imagenet_from_a_file_url(project):
     proj, env = project
-    _sh(["dvc", "exp", "run", "-S", "data.source=tiny-imagenet",
+    _sh(["dvc", "exp", "run", "shard", "-S", "data.source=tiny-imagenet",
          "-S", f"data.url={TINY_IMAGENET_MINI.as_uri()}",
          "-S", f"data.sha256={TINY_IMAGENET_MINI_SHA256}"], proj, env)
     m = json.loads((proj / "data/shards/manifest.json").read_text())
