@@ -152,9 +152,7 @@ def diversity(G, rgb8: torch.Tensor, samples: int, seed: int = 0) -> tuple[list[
     standard deviation of ab across the samples (0: dropout changes nothing)."""
     L, ab = rgb_uint8_to_lab(rgb8)
     torch.manual_seed(seed)
-    was = G.training
     fakes = torch.stack([enable_dropout(G)(L).float() for _ in range(samples)])
-    G.train(was)
     G.eval()
     spread = float(fakes.std(0).mean())
     cols = [_to_uint8(lab_to_rgb_normalized(L, torch.zeros_like(ab)))]
@@ -169,18 +167,18 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
 
     e, shards, out = params.evaluate, Path(shards).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    test_rgb, test_keys, test_labels = load_split(shards, "test", e.max_images)
+    test_rgb, _, test_labels = load_split(shards, "test", e.max_images)
     model, classes, settings = clf.load(classifier_path)
     y_test = clf.label_indices(test_labels, classes, f"{shards} test split")
     s = settings
     train_rgb, _, train_labels = load_split(shards, "train", s["max_train_images"])
     y_train = clf.label_indices(train_labels, classes, f"{shards} train split")
 
-    notes = []
+    notes, fid = [], None
     try:
         fid = inception_extractor(params.metrics.fid_weights)
     except FIDUnavailable as err:
-        fid, _ = None, notes.append(str(err))
+        notes.append(str(err))
     lpips = lpips_model()
     if lpips is None:
         notes.append(lpips_unavailable_message())
@@ -238,8 +236,7 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
                "data": {"shards": str(shards), "manifest_sha256": manifest_hash(shards)},
                "sources": {"gan": str(gan_path), "reconstruction": str(baseline_path),
                            "train_run_id": gan_meta.get("run_id")}}
-    summary["mlflow"] = _record(params, summary, out, root, {"gan": gan_path, "reconstruction": baseline_path},
-                                loss_curves, log)
+    summary["mlflow"] = _record(params, summary, out, root, {"gan": gan_path, "reconstruction": baseline_path}, log)
     from colorray.report import write_report
 
     write_report(summary, out, loss_curves)
@@ -274,7 +271,7 @@ def _description(params: Params, summary: dict, chosen: str) -> str:
             f"parameters: {json.dumps(params.model_dump(mode='json', exclude={'tune', 'evaluate', 'classifier'}), sort_keys=True)}")
 
 
-def _record(params: Params, summary: dict, out: Path, root: Path, paths: dict, loss_curves, log) -> dict:
+def _record(params: Params, summary: dict, out: Path, root: Path, paths: dict, log) -> dict:
     """The MLflow evaluation run (linked to the training run), and the registered champion."""
     import mlflow
     from mlflow import MlflowClient

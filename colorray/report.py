@@ -61,9 +61,10 @@ def write_report(summary: dict, out: Path, loss_curves: Path | None = None) -> P
              f"MLflow evaluation run <code>{summary['mlflow'].get('run_id')}</code>, training run "
              f"<code>{summary['sources'].get('train_run_id')}</code>.</p>",
              "<h2>Metrics</h2>", metrics_table(summary["models"]),
-             f"<p>↓ lower is better, ↑ higher is better; best value in bold. gray: ab = 0; reconstruction: "
-             f"the same generator and budget without the adversarial loss. "
-             + (f"FID over {fid_n} vs {fid_n} images. " if fid_n else "") + f"Classifier ({ref['classes']} classes) on the {ref['classifier_test_images']} real "
+             "<p>↓ lower is better, ↑ higher is better; best value in bold. gray: ab = 0; reconstruction: "
+             "the same generator and budget without the adversarial loss. "
+             + (f"FID over {fid_n} vs {fid_n} images. " if fid_n else "")
+             + f"Classifier ({ref['classes']} classes) on the {ref['classifier_test_images']} real "
              f"test images of its training classes: accuracy {_fmt(ref.get('accuracy_real'))}, CIM "
              f"{_fmt(ref.get('cim_real'))}. omega: squared distance between the "
              "weights of classifiers trained on real and on colorized training images.</p>",

@@ -4,11 +4,9 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from colorray.config import parse_params
 from colorray.evaluate import evaluate, select, train_baseline, train_real_classifier
