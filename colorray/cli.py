@@ -148,6 +148,28 @@ def cmd_evaluate(args) -> None:
     print(f"evaluate: {s['selection']['reason']}; report: {args.out}/report.html")
 
 
+def cmd_colorize(args) -> None:
+    from colorray.colorize import colorize_files, find_inputs, load_model
+
+    files = find_inputs(args.inputs)
+    if args.model.startswith("models:/") or args.model.startswith("runs:/"):
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
+    G, size = load_model(args.model, args.device)
+    r = colorize_files(G, size, files, Path(args.out), fmt=args.format, side_by_side=args.side_by_side,
+                       samples=args.samples, overwrite=args.overwrite, device=args.device,
+                       progress=not args.quiet)
+    for name, why in r["failed"].items():
+        print(f"colorize: {name}: {why}", file=sys.stderr)
+    for name, why in r["skipped"].items():
+        print(f"colorize: skipped {name}: {why}", file=sys.stderr)
+    print(f"colorize: {len(files)} inputs: {len(r['written'])} images written to {args.out}, "
+          f"{len(r['failed'])} unreadable, {len(r['skipped'])} skipped")
+    if r["failed"] or r["skipped"]:
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="colorray", description="Colorize grayscale photos with GANs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -207,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/")
     p.add_argument("--out", default="eval")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("colorize", help="colorize your photos (files, folders, globs) with a trained model")
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--out", default="colorized", help="output folder (folder inputs keep their layout)")
+    p.add_argument("--model", default="models:/colorray@champion",
+                   help="a generator .pt, a checkpoint.pt, or an MLflow models:/ or runs:/ URI")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of models:/ and runs:/ URIs")
+    p.add_argument("--format", default="png", choices=["png", "jpg", "webp", "tif"])
+    p.add_argument("--side-by-side", action="store_true", help="write gray input | colorization")
+    p.add_argument("--samples", type=int, default=1, help="K > 1: K diverse colorizations each (dropout on)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (even an input)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_colorize)
 
     p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
     p.set_defaults(fn=cmd_sources)

@@ -86,10 +86,124 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu") -> np.ndarray:
     """One image of any size (gray or color; color is discarded) -> (H, W, 3) uint8 RGB."""
-    rgb = torch.from_numpy(as_rgb_uint8(image))[None]
+    rgb = torch.from_numpy(np.require(as_rgb_uint8(image), requirements=["C", "W"]))[None]
     L, _ = rgb_uint8_to_lab(rgb, device)  # the original, full-resolution L
     L_in = F.interpolate(L, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     ab = G(L_in.clamp(-1, 1)).float()
     ab = F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False)
     out = lab_to_rgb_normalized(L, ab)[0]
     return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+# ---- the `colorray colorize` command ------------------------------------------------------------
+
+OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tif": "TIFF"}
+
+
+def load_model(ref: str, device="cpu") -> tuple[nn.Module, int]:
+    """(generator, its image size) from a generator file, a training checkpoint, or an MLflow
+    model URI (`models:/colorray@champion`, `runs:/<run id>/colorizer`)."""
+    if ":/" in ref:
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(ref).unwrap_python_model()
+        return model.G.to(device).eval(), model.image_size
+    path = Path(ref)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {ref}: no such file (a generator .pt, a checkpoint.pt, or an MLflow "
+                                "models:/ or runs:/ URI)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(saved, dict) and saved.get("format") == GENERATOR_FORMAT:
+        G, params, _ = load_generator(path, device)
+        return G, params.data.image_size
+    from colorray.train.step import load_checkpoint
+
+    try:
+        trainer = load_checkpoint(path, device)
+    except Exception as e:
+        raise ValueError(f"--model {ref}: neither a colorray generator nor a training checkpoint ({e})") from None
+    return trainer.G.eval(), trainer.params.data.image_size
+
+
+def find_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the output folder) for files, folders (recursive, image
+    extensions only) and glob patterns; in the order given, each file once."""
+    import glob
+
+    from colorray.data.decode import IMAGE_EXTENSIONS
+
+    found: dict[Path, Path] = {}
+    for arg in inputs:
+        p = Path(arg)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    found.setdefault(f.resolve(), f.relative_to(p))
+        elif p.is_file():
+            found.setdefault(p.resolve(), Path(p.name))
+        else:
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"{arg}: no such file, folder or matching files")
+            for m in matches:
+                if Path(m).is_file():
+                    found.setdefault(Path(m).resolve(), Path(Path(m).name))
+    return list(found.items())
+
+
+def _encode(rgb: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=OUTPUT_FORMATS[fmt], **({"quality": 95} if fmt == "jpg" else {}))
+    return buf.getvalue()
+
+
+def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]], out_dir: Path, *,
+                   fmt: str = "png", side_by_side: bool = False, samples: int = 1, overwrite: bool = False,
+                   device="cpu", progress: bool = True, seed: int = 0) -> dict:
+    """Colorize each file into `out_dir` (atomic writes); bad files are reported, not fatal.
+    Returns {"written": [...], "failed": {file: reason}, "skipped": {file: reason}}."""
+    from tqdm import tqdm
+
+    from colorray.atomic import write_bytes_atomic
+    from colorray.data.decode import BadImage, decode_image
+
+    inputs = {f for f, _ in files}
+    written, failed, skipped = [], {}, {}
+    if samples > 1:
+        enable_dropout(G)
+        torch.manual_seed(seed)
+    for src, rel in tqdm(files, desc="colorize", unit="img", disable=not progress):
+        names = ([rel.with_suffix(f".{fmt}")] if samples == 1 else
+                 [rel.with_name(f"{rel.stem}_sample{k + 1}.{fmt}") for k in range(samples)])
+        targets = [out_dir / n for n in names]
+        clash = next((t for t in targets if t.resolve() in inputs), None)
+        if clash is not None and not overwrite:
+            skipped[str(src)] = f"the output {clash} is an input (--overwrite replaces it)"
+            continue
+        existing = next((t for t in targets if t.exists()), None)
+        if existing is not None and not overwrite:
+            skipped[str(src)] = f"{existing} exists (--overwrite replaces it)"
+            continue
+        try:
+            rgb = decode_image(src.read_bytes())
+        except (BadImage, OSError) as e:
+            failed[str(src)] = str(e)
+            continue
+        for target in targets:
+            out = colorize(G, rgb, image_size, device)
+            if side_by_side:
+                gray = np.repeat(np.asarray(_gray_of(rgb))[..., None], 3, 2)
+                out = np.concatenate([gray, out], axis=1)
+            write_bytes_atomic(target, _encode(out, fmt))
+            written.append(str(target))
+    G.eval()
+    return {"written": written, "failed": failed, "skipped": skipped}
+
+
+def _gray_of(rgb: np.ndarray) -> np.ndarray:
+    """The input as the model sees it: its L channel, shown as 8-bit gray."""
+    L, _ = rgb_uint8_to_lab(torch.from_numpy(rgb)[None])
+    gray = lab_to_rgb_normalized(L, torch.zeros(1, 2, *L.shape[-2:]))[0, 0]
+    return (gray.clamp(0, 1) * 255).round().to(torch.uint8).numpy()

@@ -19,12 +19,11 @@ import numpy as np
 
 
 def decode_image(data: bytes | str) -> np.ndarray:
-    from PIL import Image, ImageOps
+    """Image file bytes (or their base64) -> (H, W, 3) uint8, by the shard stage's defensive decoder
+    (16-bit, palette, alpha, CMYK, EXIF orientation; a clear error for anything else)."""
+    from colorray.data.decode import decode_image as decode
 
-    raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
-    with Image.open(io.BytesIO(raw)) as im:
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB"))
+    return decode(base64.b64decode(data) if isinstance(data, str) else bytes(data))
 
 
 def encode_png(rgb: np.ndarray) -> str:

@@ -49,3 +49,38 @@ def test_input_kinds_are_normalised_and_bad_ones_refused(tmp_path):
         load_generator(bad)
     with pytest.raises(FileNotFoundError):
         load_generator(tmp_path / "missing.pt")
+
+
+def test_the_command_writes_good_files_names_bad_ones_and_never_overwrites(generator, tmp_path, capsys):
+    from PIL import Image
+
+    from colorray.cli import main
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(data.camera()[:120, :90]).save(photos / "camera.png")
+    Image.fromarray(data.astronaut()[:50, :70]).convert("P").save(photos / "sub" / "palette.gif")
+    Image.fromarray((data.camera()[:40, :40].astype(np.uint16) * 257)).save(photos / "sixteen.png")
+    (photos / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
+    (photos / "notes.txt").write_text("not an image")  # not an image extension: not an input
+    (photos / "fake.png").write_text("text with an image's name")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["colorize", str(photos), "-o", str(out), "--model", str(generator), "--quiet"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "corrupt.jpg" in err and "fake.png" in err and "camera.png" not in err
+    assert Image.open(out / "camera.png").size == (90, 120)
+    assert Image.open(out / "sub" / "palette.png").size == (70, 50)
+    assert Image.open(out / "sixteen.png").size == (40, 40)
+    before = (out / "camera.png").read_bytes()
+    (out / "camera.png").write_bytes(b"mine")
+    with pytest.raises(SystemExit):  # outputs exist: skipped, not replaced
+        main(["colorize", str(photos / "camera.png"), "-o", str(out), "--model", str(generator), "--quiet"])
+    assert (out / "camera.png").read_bytes() == b"mine"
+    main(["colorize", str(photos / "camera.png"), "-o", str(out), "--model", str(generator), "--quiet",
+          "--overwrite"])
+    assert (out / "camera.png").read_bytes() == before
+    with pytest.raises(SystemExit):  # writing next to the inputs would replace camera.png itself
+        main(["colorize", str(photos / "camera.png"), "-o", str(photos), "--model", str(generator), "--quiet"])
+    assert Image.open(photos / "camera.png").mode == "L"
