@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,50 @@ def test_the_report_renders_in_headless_chromium(evaluated, tmp_path):
     # The embedded grids put many colorful pixels on the page; text, table and broken-image
     # icons alone give a few hundred at most.
     assert (chroma > 30).sum() > 20_000, (chroma > 30).sum()
+
+
+def test_mlflow_models_serve_answers_a_rest_request_with_a_colorized_image(evaluated, tmp_path):
+    """`mlflow models serve` of the champion on a free loopback port; one POST; the server is stopped."""
+    import base64
+    import io
+    import os
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    from PIL import Image
+    from skimage import data
+
+    root, _, _ = evaluated
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the server runs the venv's uvicorn
+    mlflow_cli = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/colorray@champion",
+                  "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    server = subprocess.Popen(mlflow_cli, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"),
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.5)
+        buf = io.BytesIO()
+        Image.fromarray(data.camera()[:100, :150]).save(buf, format="PNG")
+        body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                               "data": [[base64.b64encode(buf.getvalue()).decode()]]}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        out = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["predictions"][0]["image"]))))
+        assert out.shape == (100, 150, 3)
+        assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
