@@ -257,7 +257,7 @@ def _dvc_metrics(summary: dict) -> dict:
     return {**summary["models"], "reference": summary["reference"],
             "selection": {"metric": sel["metric"], "chosen": sel["chosen"], "promoted": sel["promoted"],
                           "reason": sel["reason"], "registered_version": summary["mlflow"].get("version")},
-            "notes": summary["notes"], "data": summary["data"]}
+            "notes": summary["notes"], "data": {"manifest_sha256": summary["data"]["manifest_sha256"]}}
 
 
 def _description(params: Params, summary: dict, chosen: str) -> str:
