@@ -8,11 +8,7 @@ from pathlib import Path
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode())
 
 
 def write_json_atomic(path: str | Path, obj, **kwargs) -> None:
