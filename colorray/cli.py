@@ -151,6 +151,8 @@ def cmd_evaluate(args) -> None:
 def cmd_colorize(args) -> None:
     from colorray.colorize import colorize_files, find_inputs, load_model
 
+    if args.batch_size < 1 or args.samples < 1:
+        raise ValueError(f"--batch-size ({args.batch_size}) and --samples ({args.samples}) must be at least 1")
     files = find_inputs(args.inputs)
     if args.model.startswith("models:/") or args.model.startswith("runs:/"):
         import mlflow
@@ -158,7 +160,7 @@ def cmd_colorize(args) -> None:
         mlflow.set_tracking_uri(args.tracking_uri)
     G, size = load_model(args.model, args.device)
     r = colorize_files(G, size, files, Path(args.out), fmt=args.format, side_by_side=args.side_by_side,
-                       samples=args.samples, overwrite=args.overwrite, device=args.device,
+                       samples=args.samples, overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
                        progress=not args.quiet)
     for name, why in r["failed"].items():
         print(f"colorize: {name}: {why}", file=sys.stderr)
@@ -239,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="png", choices=["png", "jpg", "webp", "tif"])
     p.add_argument("--side-by-side", action="store_true", help="write gray input | colorization")
     p.add_argument("--samples", type=int, default=1, help="K > 1: K diverse colorizations each (dropout on)")
+    p.add_argument("--batch-size", type=int, default=8, help="photos per generator call (memory-bounded)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (even an input)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -83,16 +83,47 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {a.dtype}")
 
 
-@torch.no_grad()
-def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu") -> np.ndarray:
-    """One image of any size (gray or color; color is discarded) -> (H, W, 3) uint8 RGB."""
+STRIP_ROWS = 256  # full-resolution rows converted at a time: bounds the float32 intermediates
+
+
+def full_resolution_L(image: np.ndarray, device="cpu") -> torch.Tensor:
+    """The image's own L (normalised, (1, 1, H, W)), converted strip by strip."""
     rgb = torch.from_numpy(np.require(as_rgb_uint8(image), requirements=["C", "W"]))[None]
-    L, _ = rgb_uint8_to_lab(rgb, device)  # the original, full-resolution L
-    L_in = F.interpolate(L, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-    ab = G(L_in.clamp(-1, 1)).float()
-    ab = F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False)
-    out = lab_to_rgb_normalized(L, ab)[0]
-    return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return torch.cat([rgb_uint8_to_lab(rgb[:, r:r + STRIP_ROWS], device)[0]
+                      for r in range(0, rgb.shape[1], STRIP_ROWS)], dim=2)
+
+
+def model_input(L: torch.Tensor, image_size: int) -> torch.Tensor:
+    """The full-resolution L resized (antialiased) to the size the generator was trained at."""
+    small = F.interpolate(L, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    return small.clamp(-1, 1)
+
+
+def recombine(L: torch.Tensor, ab_small: torch.Tensor) -> np.ndarray:
+    """Predicted ab (1, 2, s, s) upsampled to L's size and joined with L -> (H, W, 3) uint8.
+    Memory: L and the upsampled ab (3 floats a pixel) and the 8-bit result; the conversion to
+    RGB runs in strips of STRIP_ROWS rows."""
+    H, W = L.shape[-2:]
+    ab = F.interpolate(ab_small.float(), size=(H, W), mode="bilinear", align_corners=False)
+    out = np.empty((H, W, 3), np.uint8)
+    for r in range(0, H, STRIP_ROWS):
+        rgb = lab_to_rgb_normalized(L[..., r:r + STRIP_ROWS, :], ab[..., r:r + STRIP_ROWS, :])[0]
+        out[r:r + STRIP_ROWS] = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def colorize_batch(G: nn.Module, images: list[np.ndarray], image_size: int, device="cpu") -> list[np.ndarray]:
+    """Images of any sizes (gray or color; color is discarded) -> (H, W, 3) uint8 RGB each, at
+    their own size; one generator call for the batch."""
+    Ls = [full_resolution_L(im, device) for im in images]
+    ab = G(torch.cat([model_input(L, image_size) for L in Ls])).float()
+    return [recombine(L, ab[i:i + 1]) for i, L in enumerate(Ls)]
+
+
+def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu") -> np.ndarray:
+    """One image of any size -> (H, W, 3) uint8 RGB."""
+    return colorize_batch(G, [image], image_size, device)[0]
 
 
 # ---- the `colorray colorize` command ------------------------------------------------------------
@@ -159,10 +190,15 @@ def _encode(rgb: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+BATCH_PIXELS = 16_000_000  # full-resolution pixels decoded and held at once (one bigger photo alone)
+
+
 def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]], out_dir: Path, *,
                    fmt: str = "png", side_by_side: bool = False, samples: int = 1, overwrite: bool = False,
-                   device="cpu", progress: bool = True, seed: int = 0) -> dict:
+                   batch_size: int = 8, device="cpu", progress: bool = True, seed: int = 0) -> dict:
     """Colorize each file into `out_dir` (atomic writes); bad files are reported, not fatal.
+    Up to `batch_size` photos share a generator call, as long as they hold no more than
+    BATCH_PIXELS pixels together (the memory bound; a larger photo goes alone).
     Returns {"written": [...], "failed": {file: reason}, "skipped": {file: reason}}."""
     from tqdm import tqdm
 
@@ -171,9 +207,21 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
 
     inputs = {f for f, _ in files}
     written, failed, skipped = [], {}, {}
+    pending: list[tuple[list[Path], np.ndarray]] = []
     if samples > 1:
         enable_dropout(G)
         torch.manual_seed(seed)
+
+    def flush():
+        for k in range(samples):  # with dropout on, each call is another colorization
+            outs = colorize_batch(G, [rgb for _, rgb in pending], image_size, device)
+            for (targets, rgb), out in zip(pending, outs):
+                if side_by_side:
+                    out = np.concatenate([np.repeat(_gray_of(rgb)[..., None], 3, 2), out], axis=1)
+                write_bytes_atomic(targets[k], _encode(out, fmt))
+                written.append(str(targets[k]))
+        pending.clear()
+
     for src, rel in tqdm(files, desc="colorize", unit="img", disable=not progress):
         names = ([rel.with_suffix(f".{fmt}")] if samples == 1 else
                  [rel.with_name(f"{rel.stem}_sample{k + 1}.{fmt}") for k in range(samples)])
@@ -191,13 +239,12 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
         except (BadImage, OSError) as e:
             failed[str(src)] = str(e)
             continue
-        for target in targets:
-            out = colorize(G, rgb, image_size, device)
-            if side_by_side:
-                gray = np.repeat(np.asarray(_gray_of(rgb))[..., None], 3, 2)
-                out = np.concatenate([gray, out], axis=1)
-            write_bytes_atomic(target, _encode(out, fmt))
-            written.append(str(target))
+        held = sum(im.shape[0] * im.shape[1] for _, im in pending)
+        if pending and (len(pending) >= batch_size or held + rgb.shape[0] * rgb.shape[1] > BATCH_PIXELS):
+            flush()
+        pending.append((targets, rgb))
+    if pending:
+        flush()
     G.eval()
     return {"written": written, "failed": failed, "skipped": skipped}
 

@@ -84,3 +84,26 @@ def test_the_command_writes_good_files_names_bad_ones_and_never_overwrites(gener
     with pytest.raises(SystemExit):  # writing next to the inputs would replace camera.png itself
         main(["colorize", str(photos / "camera.png"), "-o", str(photos), "--model", str(generator), "--quiet"])
     assert Image.open(photos / "camera.png").mode == "L"
+
+
+def test_batching_changes_nothing_and_a_big_photo_goes_alone(generator, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import colorray.colorize as cz
+
+    G, params, _ = load_generator(generator)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(40, 60), (64, 64), (300, 200), (33, 47)]):
+        Image.fromarray(data.astronaut()[:h, i * 10:i * 10 + w]).save(folder / f"{i}.png")
+    files = cz.find_inputs([str(folder)])
+    calls = []
+    real = cz.colorize_batch
+    monkeypatch.setattr(cz, "colorize_batch", lambda G, ims, *a, **k: calls.append(len(ims)) or real(G, ims, *a, **k))
+    monkeypatch.setattr(cz, "BATCH_PIXELS", 300 * 200)  # the 300x200 photo fills a batch by itself
+    cz.colorize_files(G, 64, files, tmp_path / "b8", batch_size=8, progress=False)
+    assert calls == [2, 1, 1]
+    cz.colorize_files(G, 64, files, tmp_path / "b1", batch_size=1, progress=False)
+    for i in range(4):
+        a = np.asarray(Image.open(tmp_path / "b8" / f"{i}.png"))
+        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "b1" / f"{i}.png")))
