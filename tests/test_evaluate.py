@@ -74,6 +74,20 @@ def test_the_gan_beats_gray_on_colorfulness_and_is_registered_as_champion(evalua
     assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
 
 
+def test_the_colorize_command_uses_the_champion_by_default(evaluated, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from colorray.cli import main
+
+    root, _, _ = evaluated
+    Image.fromarray(data.camera()[:90, :120]).save(tmp_path / "old.png")
+    main(["colorize", str(tmp_path / "old.png"), "-o", str(tmp_path / "out"), "--quiet",
+          "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"])  # --model models:/colorray@champion
+    out = np.asarray(Image.open(tmp_path / "out" / "old.png"))
+    assert out.shape == (90, 120, 3) and np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1
+
+
 def test_the_evaluation_run_is_linked_and_holds_the_outputs(evaluated):
     from mlflow import MlflowClient
 
