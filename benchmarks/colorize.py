@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     from PIL import Image
     from skimage import data
 
-    from colorray.colorize import save_generator
+    from colorray.models.files import save_generator
     from colorray.config import parse_params
     from colorray.models import build_generator
 

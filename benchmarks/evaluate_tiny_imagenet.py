@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from colorray.colorize import save_generator
+from colorray.models.files import save_generator
 from colorray.config import DataParams, parse_params
 from colorray.data.shards import write_shards
 from colorray.data.sources import fetch_source

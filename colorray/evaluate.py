@@ -26,11 +26,12 @@ import torch
 
 from colorray.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
-from colorray.colorize import enable_dropout, load_generator, save_generator
+from colorray.colorize import enable_dropout
 from colorray.config import Params, parse_params
 from colorray.data.loader import load_split
 from colorray.metrics import classifier as clf
 from colorray.metrics.registry import BETTER, HIGHER, LOWER, MetricAccumulator, lpips_model, lpips_unavailable_message
+from colorray.models.files import load_generator, save_generator
 
 REGISTERED_NAME, ALIAS = "colorray", "champion"
 CANDIDATES = ("gan", "reconstruction")  # the trained models; gray is the bar they must clear

@@ -38,7 +38,7 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
     """Artifacts: `generator`, a generator file (colorray.colorize.save_generator)."""
 
     def load_context(self, context) -> None:
-        from colorray.colorize import load_generator
+        from colorray.models.files import load_generator
 
         self.G, params, _ = load_generator(context.artifacts["generator"])
         self.image_size = params.data.image_size

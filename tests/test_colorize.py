@@ -4,7 +4,8 @@ import pytest
 import torch
 from skimage import color, data
 
-from colorray.colorize import as_rgb_uint8, colorize, load_generator, save_generator
+from colorray.colorize import as_rgb_uint8, colorize
+from colorray.models.files import load_generator, save_generator
 from colorray.config import parse_params
 from colorray.models import build_generator
 

@@ -12,7 +12,7 @@ import pytest
 from colorray.config import parse_params
 from colorray.evaluate import evaluate, select, train_baseline, train_real_classifier
 from colorray.train.loop import train_local
-from colorray.colorize import save_generator
+from colorray.models.files import save_generator
 
 TINY = {"model": {"g_channels": 8, "g_channels_max": 32, "d_channels": 8},
         "train": {"iters": 60, "batch_size": 16, "checkpoint_every": 1000},

@@ -22,9 +22,9 @@ import torch
 
 from colorray.atomic import write_json_atomic
 from colorray.color import rgb_uint8_to_lab
-from colorray.colorize import save_generator
 from colorray.config import Params, flatten, parse_params
 from colorray.data.loader import make_loader
+from colorray.models.files import save_generator
 from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
 from colorray.train.step import GANTrainer, load_checkpoint
 
