@@ -120,9 +120,9 @@ class MetricAccumulator:
         self._add("colorfulness_true", colorfulness(rgb_true))
         if self.lpips is not None:  # inputs in [-1, 1]
             self._add("lpips", self.lpips(rgb_pred.cpu() * 2 - 1, rgb_true.cpu() * 2 - 1).flatten())
-        if self.fid is not None:
-            self.fake_rgb.append(rgb_pred.cpu())
-            self.real_rgb.append(rgb_true.cpu())
+        if self.fid is not None:  # kept as 8-bit images, as pytorch-fid reads them from files (4x smaller)
+            self.fake_rgb.append(torch.from_numpy(pred8))
+            self.real_rgb.append(torch.from_numpy(true8))
         self.n += len(L)
         return rgb_pred
 
@@ -135,8 +135,11 @@ class MetricAccumulator:
         if self.fid is not None:
             from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
 
+            def batches(images):  # (N, H, W, 3) uint8 -> (N, 3, H, W) in [0, 1]
+                return (b.permute(0, 3, 1, 2).float() / 255.0 for b in images)
+
             key = json.dumps({"real": self.fid_key, "images": self.n}, sort_keys=True)
-            real = cached_statistics(key, self.fid_cache, lambda: self.real_rgb, self.fid)
-            fake = activation_statistics(self.fake_rgb, self.fid)
+            real = cached_statistics(key, self.fid_cache, lambda: batches(self.real_rgb), self.fid)
+            fake = activation_statistics(batches(self.fake_rgb), self.fid)
             out["fid"], out["fid_images"] = frechet_distance(fake, real), min(fake[2], real[2])
         return out
