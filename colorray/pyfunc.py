@@ -2,6 +2,7 @@
 
     model = mlflow.pyfunc.load_model("models:/colorray@champion")
     rgb = model.predict(gray)            # (H, W) or (H, W, 3) uint8 array -> (H, W, 3) uint8
+    png = model.predict(open("old.jpg", "rb").read())   # image file bytes -> PNG bytes
 
 For `mlflow models serve` (JSON in, JSON out) the input is a table with a column `image` of
 base64-encoded image files (PNG, JPEG, ...); the output has a column `image` of base64 PNGs:
@@ -48,6 +49,8 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
 
         if isinstance(model_input, np.ndarray):
             return colorize(self.G, model_input, self.image_size)
+        if isinstance(model_input, (bytes, bytearray)):  # an image file's bytes -> a PNG file's bytes
+            return base64.b64decode(encode_png(colorize(self.G, decode_image(model_input), self.image_size)))
         import pandas as pd
 
         if isinstance(model_input, pd.DataFrame) and "image" in model_input.columns:

@@ -72,6 +72,14 @@ def test_the_gan_beats_gray_on_colorfulness_and_is_registered_as_champion(evalua
     out = model.predict(gray)
     assert out.shape == (200, 300, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="JPEG")
+    png = model.predict(buf.getvalue())  # file bytes in, PNG bytes out
+    assert Image.open(io.BytesIO(png)).size == (300, 200)
 
 
 def test_the_colorize_command_uses_the_champion_by_default(evaluated, tmp_path):
