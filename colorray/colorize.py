@@ -104,13 +104,19 @@ def load_model(ref: str, device="cpu") -> tuple[nn.Module, int]:
     if ":/" in ref:
         import mlflow
 
-        model = mlflow.pyfunc.load_model(ref).unwrap_python_model()
+        try:
+            model = mlflow.pyfunc.load_model(ref).unwrap_python_model()
+        except Exception as e:  # MlflowException, or a model that is not colorray's
+            raise ValueError(f"--model {ref}: cannot load it from MLflow at {mlflow.get_tracking_uri()} ({e})") from None
         return model.G.to(device).eval(), model.image_size
     path = Path(ref)
     if not path.is_file():
         raise FileNotFoundError(f"--model {ref}: no such file (a generator .pt, a checkpoint.pt, or an MLflow "
                                 "models:/ or runs:/ URI)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"--model {ref}: not a readable model file ({e})") from None
     if isinstance(saved, dict) and saved.get("format") == GENERATOR_FORMAT:
         G, params, _ = load_generator(path, device)
         return G, params.data.image_size

@@ -124,3 +124,11 @@ def test_samples_and_side_by_side(generator, tmp_path):
         assert im.shape == (80, 200, 3)  # gray input | colorization
     with pytest.raises(SystemExit):
         main(["colorize", str(src), "--model", str(generator), "--batch-size", "0"])
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(SystemExit) as e:  # a clear error, no traceback
+        main(["colorize", str(src), "--model", str(tmp_path / "junk.pt")])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["colorize", str(src), "--model", "models:/colorray@champion",
+              "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"])
+    assert e.value.code == 2
