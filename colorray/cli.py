@@ -154,11 +154,7 @@ def cmd_colorize(args) -> None:
     if args.batch_size < 1 or args.samples < 1:
         raise ValueError(f"--batch-size ({args.batch_size}) and --samples ({args.samples}) must be at least 1")
     files = find_inputs(args.inputs)
-    if args.model.startswith("models:/") or args.model.startswith("runs:/"):
-        import mlflow
-
-        mlflow.set_tracking_uri(args.tracking_uri)
-    G, size = load_model(args.model, args.device)
+    G, size = load_model(args.model, args.device, tracking_uri=args.tracking_uri)
     r = colorize_files(G, size, files, Path(args.out), fmt=args.format, side_by_side=args.side_by_side,
                        samples=args.samples, overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
                        progress=not args.quiet)

@@ -8,7 +8,9 @@ the input's resolution, detail and lightness (its L equals the input's within ro
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +100,41 @@ def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu") -> 
 OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tif": "TIFF"}
 
 
-def load_model(ref: str, device="cpu") -> tuple[nn.Module, int]:
+@contextlib.contextmanager
+def mlflow_tracking(uri: str | None):
+    """MLflow's tracking URI for one block. mlflow.set_tracking_uri also exports
+    MLFLOW_TRACKING_URI, which code later in the same process (colorray's stages called as
+    functions, tests) would take for the user's own choice: both are put back afterwards."""
+    import mlflow
+
+    if uri is None:
+        yield
+        return
+    env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def load_model(ref: str, device="cpu", tracking_uri: str | None = None) -> tuple[nn.Module, int]:
     """(generator, its image size) from a generator file, a training checkpoint, or an MLflow
-    model URI (`models:/colorray@champion`, `runs:/<run id>/colorizer`)."""
+    model URI (`models:/colorray@champion`, `runs:/<run id>/colorizer`) in `tracking_uri`'s
+    store (None: MLflow's current one)."""
     if ":/" in ref:
         import mlflow
 
-        try:
-            model = mlflow.pyfunc.load_model(ref).unwrap_python_model()
-        except Exception as e:  # MlflowException, or a model that is not colorray's
-            raise ValueError(f"--model {ref}: cannot load it from MLflow at {mlflow.get_tracking_uri()} ({e})") from None
+        with mlflow_tracking(tracking_uri):
+            try:
+                model = mlflow.pyfunc.load_model(ref).unwrap_python_model()
+            except Exception as e:  # MlflowException, or a model that is not colorray's
+                raise ValueError(f"--model {ref}: cannot load it from MLflow at {mlflow.get_tracking_uri()} "
+                                 f"({e})") from None
         return model.G.to(device).eval(), model.image_size
     path = Path(ref)
     if not path.is_file():

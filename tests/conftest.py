@@ -63,3 +63,10 @@ def loopback_cluster(nodes: int = 2, cpus: int = 1):
         yield {**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_mlflow_uri(monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; colorray honours that variable as
+    the user's choice. A test must not inherit the store of a test before it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,6 +1,7 @@
 """The evaluate stage end to end on the embedded shards, with small models: metrics.json, the
 grids, the report (rendered in headless Chromium), the MLflow evaluation run and the registry."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ def evaluated(skimage_shards, tmp_path_factory):
     import mlflow
 
     root = tmp_path_factory.mktemp("eval")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the stage's own store, root/mlflow.db
     params = parse_params(TINY)
     trainer = train_local(params, skimage_shards, root / "gan-run", log=lambda m: None)
     save_generator(trainer.G, params, trainer.iter, root / "generator.pt", run_id=None)
@@ -163,7 +165,6 @@ def test_mlflow_models_serve_answers_a_rest_request_with_a_colorized_image(evalu
     """`mlflow models serve` of the champion on a free loopback port; one POST; the server is stopped."""
     import base64
     import io
-    import os
     import socket
     import sys
     import time
