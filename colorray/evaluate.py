@@ -65,9 +65,11 @@ def train_real_classifier(params: Params, shards: Path, out: Path) -> dict:
     classes = read_manifest(shards)["labels"]  # every label of the data, in every split
     rgb, _, labels = load_split(shards, "train", c.max_train_images)
     if "" in labels or len(classes) < 2:
-        raise ValueError(f"{shards}: the classifier needs a label on every image and at least 2 classes "
-                         f"(found {len(classes)}{', some images unlabeled' if '' in labels else ''}); "
-                         "set classifier metrics aside with a labeled source (folder names, Tiny-ImageNet)")
+        reason = (f"the classifier metrics need a label on every image and at least 2 classes; {shards} has "
+                  f"{len(classes)}{' and unlabeled images' if '' in labels else ''} (labels come from "
+                  "Tiny-ImageNet's classes or the first folder level of a folder source)")
+        clf.save_unavailable(reason, out)
+        return {"unavailable": reason}
     settings = c.model_dump(mode="json")
     model = clf.train_classifier(rgb, clf.label_indices(labels, classes, f"{shards} train"), len(classes),
                                  epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, width=c.width)
@@ -169,13 +171,15 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
     e, shards, out = params.evaluate, Path(shards).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test_rgb, _, test_labels = load_split(shards, "test", e.max_images)
-    model, classes, settings = clf.load(classifier_path)
-    y_test = clf.label_indices(test_labels, classes, f"{shards} test split")
-    s = settings
-    train_rgb, _, train_labels = load_split(shards, "train", s["max_train_images"])
-    y_train = clf.label_indices(train_labels, classes, f"{shards} train split")
-
+    model, classes, s = clf.load(classifier_path)
     notes, fid = [], None
+    if model is not None:
+        y_test = clf.label_indices(test_labels, classes, f"{shards} test split")
+        train_rgb, _, train_labels = load_split(shards, "train", s["max_train_images"])
+        y_train = clf.label_indices(train_labels, classes, f"{shards} train split")
+    else:
+        notes.append(f"accuracy, CIM and omega unavailable: {s['unavailable']}")
+
     try:
         fid = inception_extractor(params.metrics.fid_weights)
     except FIDUnavailable as err:
@@ -194,7 +198,7 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
     generators = {"gray": (None, None, {}), "reconstruction": load_generator(baseline_path),
                   "gan": load_generator(gan_path)}
     # Accuracy and CIM on the test images whose class the classifier was trained on.
-    known = classes_seen(train_labels, test_labels)
+    known = classes_seen(train_labels, test_labels) if model is not None else torch.zeros(len(test_rgb), dtype=torch.bool)
     reference = {"test_images": len(test_rgb), "classes": len(classes), "classifier_test_images": int(known.sum())}
     if known.any():
         y_known = y_test[known]
@@ -202,7 +206,7 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
         p_gray = clf.predict(model, colorize_split(None, test_rgb[known]))
         pc, pg = clf.true_class_probability(p_real, y_known), clf.true_class_probability(p_gray, y_known)
         reference.update(accuracy_real=clf.accuracy(p_real, y_known), cim_real=clf.cim(pc, pc, pg))
-    else:
+    elif model is not None:
         notes.append(f"accuracy and CIM unavailable: no test image has a class of the training split (test "
                      f"classes: {', '.join(sorted(set(test_labels))[:5])}); the data source splits by photo or "
                      "class. omega is still measured (it compares classifiers trained on training images).")
@@ -218,9 +222,10 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
             p_fake = clf.predict(model, fake[known])
             m["accuracy"] = clf.accuracy(p_fake, y_known)
             m["cim"] = clf.cim(clf.true_class_probability(p_fake, y_known), pc, pg)
-        clf_g = clf.train_classifier(colorize_split(G, train_rgb), y_train, len(classes), epochs=s["epochs"],
-                                     batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], width=s["width"])
-        m["omega"] = clf.omega(model, clf_g)
+        if model is not None:
+            clf_g = clf.train_classifier(colorize_split(G, train_rgb), y_train, len(classes), epochs=s["epochs"],
+                                         batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], width=s["width"])
+            m["omega"] = clf.omega(model, clf_g)
         results[name] = m
         firsts[name] = fake[:e.grid_images].numpy()
     G_gan, gan_params, gan_meta = generators["gan"]

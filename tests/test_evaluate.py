@@ -205,3 +205,36 @@ def test_mlflow_models_serve_answers_a_rest_request_with_a_colorized_image(evalu
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_unlabeled_photos_get_every_metric_but_the_classifier_ones(tmp_path):
+    """A flat folder of your own photos has no labels: the classifier stage says so instead of
+    failing the DAG, and the evaluation reports the classifier metrics as unavailable."""
+    from PIL import Image
+    from skimage import data
+
+    from colorray.config import DataParams
+    from colorray.data.shards import write_shards
+    from colorray.data.sources import fetch_source
+    from colorray.models import build_generator
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rgb = data.astronaut()
+    for i in range(60):
+        Image.fromarray(rgb[(i % 6) * 70:(i % 6) * 70 + 96, (i // 6) * 40:(i // 6) * 40 + 96]).save(photos / f"{i}.png")
+    cfg = DataParams(source="folder", path=str(photos), image_size=32, val_fraction=0.2, test_fraction=0.2)
+    fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
+    write_shards(cfg, tmp_path / "raw", tmp_path / "shards", progress=False)
+    params = parse_params({"data": {"image_size": 32}, "model": {"g_channels": 8, "g_channels_max": 16},
+                           "evaluate": {"grid_images": 2, "diversity_images": 2, "register_model": False}})
+    s = train_real_classifier(params, tmp_path / "shards", tmp_path / "classifier.pt")
+    assert "unavailable" in s and "label" in s["unavailable"]
+    for name in ("generator.pt", "baseline.pt"):
+        save_generator(build_generator(params), params, 0, tmp_path / name)
+    summary = evaluate(params, tmp_path / "shards", tmp_path / "generator.pt", tmp_path / "baseline.pt",
+                       tmp_path / "classifier.pt", tmp_path / "eval", tmp_path, log=lambda m: None)
+    for m in summary["models"].values():
+        assert "ssim" in m and not {"accuracy", "cim", "omega"} & m.keys()
+    assert any(n.startswith("accuracy, CIM and omega unavailable") for n in summary["notes"])
+    assert (tmp_path / "eval" / "report.html").stat().st_size > 1000

@@ -106,10 +106,25 @@ def save(model: SmallCNN, classes: list[str], settings: dict, path) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def load(path) -> tuple[SmallCNN, list[str], dict]:
+def save_unavailable(reason: str, path) -> None:
+    """The classifier stage's output for data it cannot classify (no labels, one class): the
+    evaluate stage then reports the classifier metrics as unavailable, with `reason`."""
+    from colorray.atomic import write_bytes_atomic
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"format": "colorray-classifier-1", "unavailable": reason}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load(path) -> tuple[SmallCNN | None, list[str], dict]:
+    """(model, classes, settings); model None and settings {"unavailable": reason} when the
+    stage had nothing to train on."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("format") != "colorray-classifier-1":
         raise ValueError(f"{path}: not a colorray classifier (format {saved.get('format')!r})")
+    if "unavailable" in saved:
+        return None, [], {"unavailable": saved["unavailable"]}
     model = SmallCNN(len(saved["classes"]), saved["width"])
     model.load_state_dict(saved["state"])
     return model.eval(), saved["classes"], saved["settings"]
