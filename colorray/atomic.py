@@ -21,3 +21,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def torch_save_atomic(obj, path: str | Path) -> None:
+    """torch.save to a temporary name, then rename."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getvalue())

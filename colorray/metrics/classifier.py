@@ -97,24 +97,18 @@ def omega(a: nn.Module, b: nn.Module) -> float:
 
 
 def save(model: SmallCNN, classes: list[str], settings: dict, path) -> None:
-    from colorray.atomic import write_bytes_atomic
-    import io
+    from colorray.atomic import torch_save_atomic
 
-    buf = io.BytesIO()
-    torch.save({"format": "colorray-classifier-1", "classes": classes, "settings": settings,
-                "state": model.state_dict(), "width": model.features[0].out_channels}, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    torch_save_atomic({"format": "colorray-classifier-1", "classes": classes, "settings": settings,
+                       "state": model.state_dict(), "width": model.features[0].out_channels}, path)
 
 
 def save_unavailable(reason: str, path) -> None:
     """The classifier stage's output for data it cannot classify (no labels, one class): the
     evaluate stage then reports the classifier metrics as unavailable, with `reason`."""
-    from colorray.atomic import write_bytes_atomic
-    import io
+    from colorray.atomic import torch_save_atomic
 
-    buf = io.BytesIO()
-    torch.save({"format": "colorray-classifier-1", "unavailable": reason}, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    torch_save_atomic({"format": "colorray-classifier-1", "unavailable": reason}, path)
 
 
 def load(path) -> tuple[SmallCNN | None, list[str], dict]:

@@ -4,7 +4,6 @@ evaluate stage, the pyfunc model and `colorray colorize`."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
@@ -17,13 +16,11 @@ GENERATOR_FORMAT = "colorray-generator-1"
 
 def save_generator(G: nn.Module, params: Params, iters: int, path: str | Path, **meta) -> None:
     """The generator's weights with the parameters that build it (written atomically)."""
-    from colorray.atomic import write_bytes_atomic
+    from colorray.atomic import torch_save_atomic
 
-    buf = io.BytesIO()
     state = {k: v.contiguous() for k, v in G.state_dict().items()}
-    torch.save({"format": GENERATOR_FORMAT, "params": params.model_dump(mode="json"), "G": state,
-                "iter": iters, **meta}, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    torch_save_atomic({"format": GENERATOR_FORMAT, "params": params.model_dump(mode="json"), "G": state,
+                       "iter": iters, **meta}, path)
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Params, dict]:
