@@ -156,8 +156,13 @@ def test_resuming_with_changed_parameters_is_refused(tmp_path, skimage_shards):
            "train": {"batch_size": 8, "iters": 1}, "loader": {"num_workers": 0}}
     quiet = lambda *_: None  # noqa: E731
     train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet)
-    raw["train"]["iters"] = 2  # training longer is allowed
+    raw["train"]["iters"] = 2  # training longer is allowed, and elsewhere on other resources
+    raw["ray"] = {"storage_path": str(tmp_path / "elsewhere"), "placement_strategy": "SPREAD", "cpus_per_worker": 1}
     assert train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet).iter == 2
+    raw["ray"]["num_workers"] = 2
+    with pytest.raises(ValueError, match=r"other parameters \(ray.num_workers\)"):
+        train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet)
+    del raw["ray"]["num_workers"]
     raw["gan"] = {"l1_weight": 10.0}
     with pytest.raises(ValueError, match=r"other parameters \(gan.l1_weight\)"):
         train_local(parse_params(raw), skimage_shards, tmp_path, log=quiet)

@@ -111,11 +111,18 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
     return trainer
 
 
+# What may change when a checkpoint is continued: how long to train, and where and on which
+# resources Ray runs it (a run started on a cluster can go on on a laptop). Nothing that
+# changes the arithmetic: not even ray.num_workers (BatchNorm statistics are per rank).
+RESUME_FREE = {"train.iters", "train.resume", "ray.storage_path", "ray.placement_strategy",
+               "ray.cpus_per_worker", "ray.gpus_per_worker", "ray.max_failures"}
+
+
 def check_resumable(saved: Params, requested: Params, path: Path) -> None:
-    """A checkpoint continues only the run it came from: any changed parameter but
-    train.iters (which may grow to train longer) and train.resume is an error naming the keys."""
+    """A checkpoint continues only the run it came from: any changed parameter but those in
+    RESUME_FREE is an error naming the keys."""
     a, b = flatten(saved.model_dump(mode="json")), flatten(requested.model_dump(mode="json"))
-    free = {"train.iters", "train.resume"}
+    free = RESUME_FREE
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in free)
     if changed:
         raise ValueError(f"{path} was trained with other parameters ({', '.join(changed[:5])}"
