@@ -1,10 +1,13 @@
-"""Ray Train: data-parallel equivalence, uneven shards, a killed worker, and a two-node cluster.
+"""Ray Train: data-parallel equivalence, uneven shards, a killed worker, a two-node cluster
+and train.resume.
 
-These start real Ray clusters on this machine (loopback only) and take a minute or two each.
+These start real Ray clusters on this machine (loopback only) and take a minute or so each;
+three tests share one run on a two-node cluster.
 """
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,68 +157,71 @@ def uneven_shards(tmp_path_factory, skimage_shards):
     return out
 
 
-def test_uneven_shards_finish_with_the_same_steps_on_every_rank(tmp_path, uneven_shards):
-    params = _project_params(tmp_path)
-    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    status = _statuses(tmp_path)
-    assert set(status) == {0, 1}
-    assert status[0]["iter"] == status[1]["iter"] == 12
-    assert status[0]["batches"] == status[1]["batches"] == 12  # n_critic = 1: one batch per step
-    _, runs = _mlflow_runs(tmp_path)
-    assert len(runs) == 1 and runs[0].data.metrics["iter"] == 12
+RUN_ITERS = 24
 
 
-def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run(tmp_path, skimage_shards):
-    params = _project_params(tmp_path, train={"iters": 40, "checkpoint_every": 4})
-    proc = subprocess.Popen(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, killed = time.time() + 300, None
-        while time.time() < deadline and killed is None:
-            st = _statuses(tmp_path)
-            if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
-                killed = st[1]
-                os.kill(killed["pid"], signal.SIGKILL)
-            time.sleep(0.2)
-        assert killed is not None, "the worker never reached iteration 8"
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-4000:]
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory, uneven_shards):
+    """One training run that the next three tests examine (a Ray Train run costs about a
+    minute here): 2 workers on a two-node loopback cluster, one per node (STRICT_SPREAD),
+    over an odd number of shards with the last nearly empty; the rank-1 worker process is
+    killed (SIGKILL) once it has passed iteration 8 and a checkpoint exists. Returns the run's
+    folder, the killed worker's last status, the exit code and the output."""
+    tmp_path = tmp_path_factory.mktemp("cluster-run")
+    params = _project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
+                             ray={"placement_strategy": "STRICT_SPREAD"})
+    with loopback_cluster(nodes=2, cpus=1) as env:
+        proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline, killed = time.time() + 300, None
+            while time.time() < deadline and killed is None and proc.poll() is None:
+                st = _statuses(tmp_path)
+                if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
+                    killed = st[1]
+                    os.kill(killed["pid"], signal.SIGKILL)
+                time.sleep(0.2)
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            proc.kill()
+    assert killed is not None, "the rank-1 worker never reached iteration 8:\n" + out[-3000:]
+    return tmp_path, killed, proc.returncode, out
+
+
+def test_uneven_shards_on_a_two_node_cluster_give_every_rank_the_same_steps(cluster_run):
+    tmp_path, _, returncode, out = cluster_run
+    assert returncode == 0, out[-4000:]
+    st = _statuses(tmp_path)
+    assert set(st) == {0, 1}
+    assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
+    assert st[0]["iter"] == st[1]["iter"] == RUN_ITERS
+    # n_critic = 1: one batch per step, counted since the workers (re)started.
+    assert st[0]["batches"] == st[1]["batches"] == RUN_ITERS - st[0]["started_at_iter"]
+
+
+def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run(cluster_run):
+    tmp_path, killed, returncode, out = cluster_run
+    assert returncode == 0, out[-4000:]
     st = _statuses(tmp_path)
     assert st[1]["pid"] != killed["pid"]  # a new worker process took rank 1
     assert st[0]["started_at_iter"] > 0 and st[0]["started_at_iter"] % 4 == 0  # from the last checkpoint
-    assert st[0]["iter"] == st[1]["iter"] == 40
     client, runs = _mlflow_runs(tmp_path)
     assert len(runs) == 1  # one MLflow run, not two
     history = client.get_metric_history(runs[0].info.run_id, "iter")
-    assert max(m.value for m in history) == 40
+    assert max(m.value for m in history) == RUN_ITERS == runs[0].data.metrics["iter"]
 
 
-def test_two_node_cluster_on_loopback(tmp_path, skimage_shards):
-    with loopback_cluster(nodes=2, cpus=1) as env:
-        params = _project_params(tmp_path, train={"iters": 6}, ray={"placement_strategy": "STRICT_SPREAD"})
-        r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    st = _statuses(tmp_path)
-    assert st[0]["iter"] == st[1]["iter"] == 6
-    assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
-
-
-def test_train_resume_continues_a_finished_run_for_more_iterations(tmp_path, skimage_shards):
-    params = _project_params(tmp_path, train={"iters": 4}, ray={"num_workers": 1})
-    r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=ENV,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    params = _project_params(tmp_path, train={"iters": 8, "resume": True}, ray={"num_workers": 1})
-    r = subprocess.run(_train_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=ENV,
+def test_train_resume_continues_a_finished_run_for_more_iterations(cluster_run, uneven_shards, tmp_path):
+    """train.resume on (a copy of) the finished run above, now on a local Ray instance: it
+    starts from the run's final state, not from 0."""
+    run_dir, _, returncode, out = cluster_run
+    assert returncode == 0, out[-4000:]
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
+    params = _project_params(tmp_path, train={"iters": RUN_ITERS + 4, "resume": True})
+    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
-    assert state["iter"] == 8
-    starts = sorted(json.loads(Path(f).read_text())["started_at_iter"]
-                    for f in glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json")))
-    assert starts == [0, 4]  # the second run started where the first ended
+    assert state["iter"] == RUN_ITERS + 4
+    first, second = sorted(glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json")), key=os.path.getmtime)
+    assert json.loads(Path(second).read_text())["started_at_iter"] == RUN_ITERS  # where the first run ended

@@ -96,7 +96,7 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
 
 
 def test_an_interrupted_sweep_resumes_only_the_unfinished_trials(tmp_path, skimage_shards):
-    params = _params(tmp_path, num_samples=3, iters=8, scheduler="none", max_concurrent_trials=1)
+    params = _params(tmp_path, num_samples=2, iters=8, scheduler="none", max_concurrent_trials=1)
     proc = subprocess.Popen(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -126,7 +126,7 @@ def test_an_interrupted_sweep_resumes_only_the_unfinished_trials(tmp_path, skima
     before = states()
     finished = {t for t, status in before.items() if status == "TERMINATED"}
     started_before = len(_starts(tmp_path))
-    assert 1 <= len(finished) < 3
+    assert len(finished) == 1  # one trial done, the other cut off mid-run
 
     r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
                        capture_output=True, text=True, timeout=900)
@@ -134,11 +134,11 @@ def test_an_interrupted_sweep_resumes_only_the_unfinished_trials(tmp_path, skima
     assert "continuing the interrupted sweep" in r.stdout
     rows = _results(tmp_path)
     all_trials = {row["trial_id"] for row in rows}
-    assert len(all_trials) == 3 and all(row["outcome"] == "completed" for row in rows)
+    assert len(all_trials) == 2 and all(row["outcome"] == "completed" for row in rows)
     rerun = _starts(tmp_path)[started_before:]
     assert sorted(rerun) == sorted(all_trials - finished)  # only the unfinished ones, once each
     client, exp = _client(tmp_path)
     parents = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
     assert len(parents) == 1  # the same sweep run continued
     children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
-    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)

@@ -137,6 +137,24 @@ def test_the_tune_command_refuses_a_bad_knob_before_starting_ray(tmp_path, capsy
     assert not ray.is_initialized() and not (tmp_path / "tune" / "best_params.yaml").exists()
 
 
+def test_tune_disabled_runs_no_search_and_the_train_stage_uses_params_yaml(tmp_path, capsys, skimage_shards):
+    import ray
+
+    from colorray.cli import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tune"]["enabled"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    main(["tune", "--params", str(tmp_path / "params.yaml"), "--shards", str(skimage_shards),
+          "--root", str(tmp_path), "--out", str(tmp_path / "tune")])
+    assert "tune.enabled is false" in capsys.readouterr().out
+    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
+    assert yaml.safe_load((tmp_path / "tune" / "best_params.yaml").read_text()) == {}
+    assert (tmp_path / "tune" / "results.csv").read_text().splitlines()[1:] == []  # a header, no trials
+    with_best = load_params(tmp_path / "params.yaml", tmp_path / "tune" / "best_params.yaml")
+    assert with_best == load_params(tmp_path / "params.yaml")
+
+
 def test_the_ranking_metric_is_fid_only_when_its_weights_exist(tmp_path):
     from colorray.config import parse_params
     from colorray.sweep.run import ranking_metric
