@@ -9,6 +9,12 @@ grid's best point with two more seeds, to measure the noise of the ranking metri
 counted as trial-steps (generator iterations actually run, stopped trials included) and as
 images processed (iterations x batch x critic steps). Not part of `make test`: it runs for a
 quarter of an hour or more on 2 cores.
+
+It also prints how well each report of the grid's trials predicts their final ranking
+(Spearman's rho between the metric at that iteration and at the end, and where the final
+winner stood): ASHA can only find the grid's best if an early rung already ranks trials the
+way the end does. `--analyze` prints that again from an earlier run's --out folder, training
+nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +49,42 @@ def images(row: dict) -> int:
     return int(row["iters_run"]) * FIXED["train"]["batch_size"] * int(row.get("knob/gan.n_critic") or 1)
 
 
+def rung_agreement(rows: list[dict], tracking_uri: str, metric: str) -> list[dict]:
+    """For each iteration at which the grid's trials reported: Spearman's rho between their
+    metric there and at their last report, and the final winner's rank there (1 = best;
+    lower metric is better). Reads the metric curves from the trials' MLflow runs."""
+    from mlflow import MlflowClient
+    from scipy.stats import spearmanr
+
+    client = MlflowClient(tracking_uri)
+    curves = [{m.step: m.value for m in client.get_metric_history(r["mlflow_run_id"], metric)} for r in rows]
+    final = [c[max(c)] for c in curves]
+    winner = min(range(len(final)), key=final.__getitem__)
+    out = []
+    for step in sorted(set.intersection(*(set(c) for c in curves))):
+        at = [c[step] for c in curves]
+        rank = 1 + sum(v < at[winner] for v in at)
+        out.append({"iter": step, "rho": float(spearmanr(at, final).statistic), "winner_rank": rank})
+    return out
+
+
+def print_agreement(agreement: list[dict], trials: int) -> None:
+    print(f"\nhow each report of the grid's {trials} trials predicts their final ranking:")
+    print("| iteration | Spearman rho with the final values | the final winner's rank there |")
+    print("|---|---|---|")
+    for a in agreement:
+        print(f"| {a['iter']} | {a['rho']:+.2f} | {a['winner_rank']} of {trials} |")
+
+
+def analyze(root: Path) -> None:
+    import csv
+
+    result = json.loads((root / "tune_efficiency.json").read_text())
+    with open(root / "grid" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    print_agreement(rung_agreement(rows, f"sqlite:///{root / 'mlflow.db'}", result["metric"]), len(rows))
+
+
 def sweep(base: dict, shards: Path, root: Path, name: str, **tune) -> tuple[dict, float]:
     raw = copy.deepcopy(base)
     raw["tune"] = {**raw["tune"], **tune}
@@ -57,9 +99,12 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=8, help="ASHA + TPE trials")
     ap.add_argument("--seed", type=int, default=0, help="TPE's seed (tune.seed)")
     ap.add_argument("--out", default="bench-tune", help="work folder (shards, MLflow store, Ray results)")
+    ap.add_argument("--analyze", action="store_true", help="only print the rung agreement of an earlier run in --out")
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     root = Path(args.out).resolve()
+    if args.analyze:
+        return analyze(root)
     shards = root / "shards"
     if not (shards / "manifest.json").exists():
         fetch_source(DataParams(), root / "raw", root / "dl")
@@ -109,6 +154,7 @@ def main(argv=None) -> None:
           f"{a_images} ({100 * a_images / g_images:.0f}%) | {asha_s / 60:.1f} min | {asha['best']['score']:.3f} |")
     print(f"\nnoise: the grid's best point with seeds 0, 1, 2: {', '.join(f'{s:.3f}' for s in seed_scores)} "
           f"(std {result['noise']['std']:.3f})")
+    analyze(root)
 
 
 if __name__ == "__main__":
