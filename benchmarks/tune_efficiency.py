@@ -1,6 +1,6 @@
 """Search efficiency: a small full grid vs ASHA + TPE over the same space (the tune stage).
 
-    python benchmarks/tune_efficiency.py [--iters 60] [--samples 8] [--seed 0] [--out bench-tune]
+    python benchmarks/tune_efficiency.py [--iters 60] [--samples 8] [--seed 0] [--image-size 64] [--out bench-tune]
 
 Runs the real tune stage (`colorray.sweep.run.run_sweep`) three times on the embedded skimage
 shards (fetched and sharded into --out): every point of a grid (WGAN: lambda x clip x n_critic) with no
@@ -98,6 +98,7 @@ def main(argv=None) -> None:
     ap.add_argument("--iters", type=int, default=60, help="generator iterations of an unstopped trial")
     ap.add_argument("--samples", type=int, default=8, help="ASHA + TPE trials")
     ap.add_argument("--seed", type=int, default=0, help="TPE's seed (tune.seed)")
+    ap.add_argument("--image-size", type=int, default=64, help="data.image_size (smaller: faster iterations)")
     ap.add_argument("--out", default="bench-tune", help="work folder (shards, MLflow store, Ray results)")
     ap.add_argument("--analyze", action="store_true", help="only print the rung agreement of an earlier run in --out")
     args = ap.parse_args(argv)
@@ -106,13 +107,15 @@ def main(argv=None) -> None:
     if args.analyze:
         return analyze(root)
     shards = root / "shards"
+    data = DataParams(image_size=args.image_size)
     if not (shards / "manifest.json").exists():
-        fetch_source(DataParams(), root / "raw", root / "dl")
-        write_shards(DataParams(), root / "raw", shards, progress=False)
+        fetch_source(data, root / "raw", root / "dl")
+        write_shards(data, root / "raw", shards, progress=False)
     report = max(1, args.iters // 6)
     base = {**copy.deepcopy(FIXED), "loader": {"num_workers": 0}, "ray": {"storage_path": str(root / "ray")},
             "tune": {"iters": args.iters, "report_every": report, "grace_iters": report,
                      "max_concurrent_trials": 2, "num_workers": 1, "cpus_per_worker": 1, "space": SPACE}}
+    base["data"] = {**base["data"], "image_size": args.image_size}
 
     grid, grid_s = sweep(base, shards, root, "grid", search="grid", scheduler="none")
     asha, asha_s = sweep(base, shards, root, "asha-tpe", search="optuna", scheduler="asha",
@@ -136,7 +139,7 @@ def main(argv=None) -> None:
     g_steps, g_images = compute(grid_rows)
     a_steps, a_images = compute(asha_rows)
     result = {
-        "metric": grid["metric"], "iters_per_trial": args.iters,
+        "metric": grid["metric"], "iters_per_trial": args.iters, "image_size": args.image_size,
         "grid": {"trials": len(grid_rows), "trial_steps": g_steps, "images": g_images, "seconds": grid_s,
                  "best": best["score"], "best_trial": {k: v for k, v in best.items() if k.startswith("knob/")}},
         "asha_tpe": {"trials": len(asha_rows), "stopped_early": asha["stopped early"], "trial_steps": a_steps,
@@ -146,7 +149,7 @@ def main(argv=None) -> None:
     }
     (root / "tune_efficiency.json").write_text(json.dumps(result, indent=1, default=str))
     m = result["metric"]
-    print(f"\n{m} (lower is better); {args.iters} iterations per unstopped trial\n")
+    print(f"\n{m} (lower is better); {args.iters} iterations per unstopped trial, {args.image_size} px\n")
     print("| search | trials | stopped early | trial-steps | images | wall time | best " + m + " |")
     print("|---|---|---|---|---|---|---|")
     print(f"| full grid | {len(grid_rows)} | 0 | {g_steps} | {g_images} | {grid_s / 60:.1f} min | {best['score']:.3f} |")
