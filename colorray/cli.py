@@ -108,7 +108,7 @@ def cmd_tune(args) -> None:
         print(f"tune: tune.enabled is false; wrote an empty {args.out}/best_params.yaml")
         return
     b = s["best"]
-    print(f"tune: {s['trials']} trials ({s['completed']} completed, {s['stopped early']} stopped early by ASHA, "
+    print(f"tune: {s['trials']} trials ({s['completed']} completed, {s['stopped early']} stopped early by {s['scheduler']}, "
           f"{s['error']} failed; {s['trial_iters']} trial iterations in all). Best by {s['metric']}: trial "
           f"{b['trial_id']} with {b['score']:.4g}; MLflow sweep run {s['parent_run_id']}; see {args.out}/")
 

@@ -214,13 +214,13 @@ class TuneParams(_Section):
     enabled: bool = True
     metric: Literal["auto", "val/fid", "val/delta_cf", "val/l1"] = "auto"  # auto: fid if weights, else delta_cf
     search: Literal["optuna", "random", "grid"] = "optuna"
-    scheduler: Literal["asha", "none"] = "asha"
+    scheduler: Literal["asha", "sha", "none"] = "asha"  # sha: synchronous successive halving
     num_samples: int = Field(8, ge=1, le=100000)  # trials (grid: every point once, this is ignored)
     max_concurrent_trials: int = Field(2, ge=1)
     iters: int = Field(100, ge=1)  # generator iterations of a trial that is never stopped
     report_every: int = Field(20, ge=1)  # val metrics + ASHA decision every N iterations
-    grace_iters: int = Field(20, ge=1)  # ASHA: no trial stops before this
-    reduction_factor: float = Field(2.0, gt=1.0)  # ASHA: 1/rf of the trials go on at each rung
+    grace_iters: int = Field(20, ge=1)  # ASHA / SHA: the first rung; no trial stops before it
+    reduction_factor: float = Field(2.0, gt=1.0)  # ASHA / SHA: 1/rf of the trials go on at each rung
     seed: int = 0  # the search algorithm's seed
     num_workers: int = Field(1, ge=1)  # Ray Train workers per trial
     cpus_per_worker: float = Field(1.0, gt=0.0)

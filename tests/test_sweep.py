@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import RAY_ENV, ROOT, loopback_cluster
+from colorray.sweep.run import STARTS
 
 pytestmark = pytest.mark.slow
 
@@ -95,13 +96,15 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
 
 
 
-def test_an_interrupted_sweep_resumes_only_the_unfinished_trials(tmp_path, skimage_shards):
-    params = _params(tmp_path, num_samples=2, iters=8, scheduler="none", max_concurrent_trials=1)
+def test_an_interrupted_successive_halving_sweep_resumes_only_the_unfinished_trials(tmp_path, skimage_shards):
+    """tune.scheduler sha, killed in its first leg: the restarted sweep runs only the trial that
+    was cut off, then continues the better of the two from its checkpoint at the rung."""
+    params = _params(tmp_path, num_samples=2, iters=8, scheduler="sha", reduction_factor=2, max_concurrent_trials=1)
     proc = subprocess.Popen(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
-    def states():
-        files = sorted(glob.glob(str(tmp_path / "ray" / "sweep-*" / "experiment_state-*.json")))
+    def states():  # Tune's trial states in the first leg (trials trained to the rung at iteration 4)
+        files = sorted(glob.glob(str(tmp_path / "ray" / "sweep-*" / "leg-4" / "experiment_state-*.json")))
         if not files:
             return {}
         try:
@@ -132,12 +135,26 @@ def test_an_interrupted_sweep_resumes_only_the_unfinished_trials(tmp_path, skima
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the interrupted sweep" in r.stdout
-    rows = _results(tmp_path)
-    all_trials = {row["trial_id"] for row in rows}
-    assert len(all_trials) == 2 and all(row["outcome"] == "completed" for row in rows)
-    rerun = _starts(tmp_path)[started_before:]
-    assert sorted(rerun) == sorted(all_trials - finished)  # only the unfinished ones, once each
+    assert "successive halving at iteration 4: 1 of 2 trials go on" in r.stdout
+    rows = {row["trial_id"]: row for row in _results(tmp_path)}
+    assert set(rows) == set(before)
     client, exp = _client(tmp_path)
+    at_rung = {t: {m.step: m.value for m in client.get_metric_history(row["mlflow_run_id"], "val/delta_cf")}
+               for t, row in rows.items()}
+    winner = min(rows, key=lambda t: at_rung[t][4])  # the better score at the rung goes on
+    assert rows[winner]["outcome"] == "completed" and int(rows[winner]["iter"]) == 8
+    assert sorted(at_rung[winner]) == [4, 8]  # both legs in the trial's one MLflow run
+    loser = (set(rows) - {winner}).pop()
+    assert rows[loser]["outcome"] == "stopped early" and int(rows[loser]["iters_run"]) == 4
+    # After the restart: the trial that was cut off (once), then the winner's second leg.
+    lines = Path(glob.glob(str(tmp_path / "ray" / "sweep-*" / STARTS))[0]).read_text().splitlines()
+    rerun = [json.loads(line) for line in lines][started_before:]
+    assert [s["lineage"] for s in rerun] == sorted(set(rows) - finished) + [winner]
+    # The second leg continued from the rung's checkpoint: its workers started at iteration 4.
+    leg2 = rerun[-1]["trial_id"]
+    status = json.loads(Path(glob.glob(str(tmp_path / "ray" / "sweep-*" / "train" / f"{leg2}-*" / "worker-0.json"))[0])
+                        .read_text())
+    assert status["started_at_iter"] == 4 and status["iter"] == 8
     parents = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
     assert len(parents) == 1  # the same sweep run continued
     children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")

@@ -196,3 +196,25 @@ def test_tpe_does_not_repeat_a_configuration_until_the_space_is_exhausted():
     distinct = _draws(DistinctOptunaSearch, 7)
     assert len(set(distinct[:6])) == 6  # all 6 points, each once
     assert distinct[6] in distinct[:6]  # then, with every point tried, a repeat
+
+
+def test_successive_halving_rungs_are_ashas_then_the_full_budget():
+    from colorray.sweep.run import rungs
+
+    assert rungs(TuneParams(iters=300, grace_iters=50, reduction_factor=3)) == [50, 150, 300]
+    assert rungs(TuneParams(iters=100, grace_iters=20, reduction_factor=2)) == [20, 40, 80, 100]
+    assert rungs(TuneParams(iters=8, grace_iters=8)) == [8]  # no rung before the end: no halving
+
+
+def test_successive_halving_keeps_the_best_third_and_never_a_failed_trial():
+    from colorray.sweep.run import promoted
+
+    def row(trial_id, score, outcome="stopped early", checkpoint="ckpt"):
+        return {"trial_id": trial_id, "score": score, "outcome": outcome, "checkpoint": checkpoint}
+
+    rows = [row("a", 5.0), row("b", 1.0), row("c", 3.0), row("d", 1.0), row("e", 9.0), row("f", 2.0),
+            row("g", 0.5, outcome="error"), row("h", None), row("i", 0.1, checkpoint="")]
+    # 6 trials reached the rung with a score and a checkpoint: the best 6 // 3 = 2 go on, ties by id.
+    assert [r["trial_id"] for r in promoted(rows, 3)] == ["b", "d"]
+    assert [r["trial_id"] for r in promoted(rows[:2], 3)] == ["b"]  # at least one goes on
+    assert promoted([row("g", 0.5, outcome="error")], 2) == []

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from colorray.atomic import write_text_atomic
-from colorray.config import ConfigError, Params, flatten, parse_params
+from colorray.config import ConfigError, Params, TuneParams, flatten, parse_params
 from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
 
 # A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
@@ -77,8 +77,16 @@ def _child_run(client, static: dict, trial_id: str) -> str:
 
 
 def trial_knobs(config: dict) -> dict:
-    """A trial's knob values: grid search nests them under "knobs", Optuna gives them flat."""
+    """A trial's knob values: grid search nests them under "knobs", Optuna gives them flat, and a
+    successive-halving leg under "leg"."""
+    if "leg" in config:
+        return dict(config["leg"]["knobs"])
     return dict(config["knobs"]) if "knobs" in config else dict(config)
+
+
+def trial_lineage(config: dict, trial_id: str) -> str:
+    """The trial a successive-halving leg continues (its MLflow run, its results.csv row)."""
+    return config["leg"]["lineage"] if "leg" in config else trial_id
 
 
 def run_trial(config: dict, static: dict) -> None:
@@ -87,24 +95,25 @@ def run_trial(config: dict, static: dict) -> None:
     from mlflow import MlflowClient
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from colorray.config import TuneParams
     from colorray.train.distributed import log_params, torch_trainer, worker_config
 
     trial_id = ray.tune.get_context().get_trial_id()
-    knobs = trial_knobs(config)
+    knobs, lineage = trial_knobs(config), trial_lineage(config, trial_id)
     if static["starts"]:
         with open(static["starts"], "a") as f:
-            f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "pid": os.getpid()}) + "\n")
+            f.write(json.dumps({"trial_id": trial_id, "lineage": lineage, "time": time.time(),
+                                "pid": os.getpid()}) + "\n")
     tune = TuneParams.model_validate(static["tune"])
-    params = parse_params(trial_raw(static["base"], tune, knobs), origin=f"trial {trial_id}")
+    params = parse_params(trial_raw(static["base"], tune, knobs), origin=f"trial {lineage}")
     client = MlflowClient(static["tracking_uri"])
-    run_id = _child_run(client, static, trial_id)
+    run_id = _child_run(client, static, lineage)
     log_params(client, run_id, params)
     client.set_tag(run_id, "colorray.knobs", json.dumps(knobs, sort_keys=True))
     name = f"{trial_id}-{int(time.time())}"  # a fresh Train run each time the trial starts
     run_dir = Path(static["storage_dir"]) / name if static["storage_dir"] else Path(static["tmp"]) / name
     cfg = worker_config(params, Path(static["shards"]), run_id, static["tracking_uri"], run_dir,
-                        fid_cache=static["fid_cache"])
+                        fid_cache=static["fid_cache"], stop_at=static.get("stop_at"),
+                        resume_checkpoint=config["leg"]["checkpoint"] if "leg" in config else None)
     result = torch_trainer(params, cfg, name, static["train_storage"], callbacks=[TuneReportCallback()]).fit()
     if result.checkpoint is not None:
         client.set_tag(run_id, "colorray.checkpoint", result.checkpoint.path)
@@ -137,6 +146,33 @@ def _search(params: Params, knobs: dict[str, Knob], metric: str):
     return search, {}, t.num_samples
 
 
+def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str, Knob], metric: str, log,
+         space: dict | None = None):
+    """Run (or continue, if an interrupted one is there) the Tune experiment <storage>/<name> of
+    `run_trial`. Without space, tune.search samples the trials from tune.space; with one, every
+    point of that grid is a trial. ASHA stops trials when tune.scheduler is asha."""
+    from ray import tune as rt
+    from ray.tune.schedulers import ASHAScheduler
+
+    t = params.tune
+    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), DRIVER_RESOURCES)
+    here = f"{storage.rstrip('/')}/{name}"
+    if rt.Tuner.can_restore(here):
+        log(f"tune: continuing the interrupted sweep in {here}")
+        return rt.Tuner.restore(here, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    search_alg, num_samples = None, 1
+    if space is None:
+        search_alg, space, num_samples = _search(params, knobs, metric)
+    scheduler = (ASHAScheduler(time_attr="iter", max_t=t.iters, grace_period=t.grace_iters,
+                               reduction_factor=t.reduction_factor) if t.scheduler == "asha" else None)
+    return rt.Tuner(trainable, param_space=space,
+                    tune_config=rt.TuneConfig(metric=metric, mode="min", search_alg=search_alg,
+                                              scheduler=scheduler, num_samples=num_samples,
+                                              max_concurrent_trials=t.max_concurrent_trials,
+                                              trial_dirname_creator=trial_dirname),
+                    run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1)).fit()
+
+
 def _parent_run(client, experiment_id: str, name: str, params: Params, metric: str) -> str:
     found = client.search_runs([experiment_id], filter_string=f"tags.`colorray.sweep` = '{name}' "
                                                                 "and tags.`colorray.stage` = 'tune'")
@@ -157,12 +193,18 @@ def _outcome(metrics: dict, error, iters: int) -> str:
     return "completed" if metrics.get("iter", 0) >= iters else "stopped early"
 
 
+def _result_id(r) -> str:
+    """A Tune result's trial id (a leg of successive halving: the trial it continues)."""
+    own = (r.metrics or {}).get("trial_id") or Path(r.path).name.removeprefix("trial-")  # no report: trial_dirname
+    return trial_lineage(r.config or {}, own)
+
+
 def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) -> list[dict]:
     rows = []
     for r in results:
         m = r.metrics or {}
         knob_values = trial_knobs(r.config or {})
-        trial_id = m.get("trial_id") or Path(r.path).name.removeprefix("trial-")  # no report: trial_dirname
+        trial_id = _result_id(r)
         row = {"trial_id": trial_id, "outcome": _outcome(m, r.error, iters), "iter": m.get("iter", 0),
                "ranked_by": metric, "score": m.get(metric)}
         for key in ("val/fid", "val/delta_cf", "val/l1", "val/colorfulness", "val/colorfulness_true"):
@@ -174,6 +216,54 @@ def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) 
         row["checkpoint"] = m.get("checkpoint_path", "")
         rows.append(row)
     return sorted(rows, key=lambda row: row["trial_id"])
+
+
+def rungs(t: TuneParams) -> list[int]:
+    """Where successive halving ranks the trials: tune.grace_iters x tune.reduction_factor^k below
+    tune.iters (the rungs of ASHA), then tune.iters."""
+    out, r = [], float(t.grace_iters)
+    while round(r) < t.iters:
+        out.append(round(r))
+        r *= t.reduction_factor
+    return out + [t.iters]
+
+
+def promoted(rows: list[dict], reduction_factor: float) -> list[dict]:
+    """Successive halving's cut at a rung: the best max(1, floor(n / reduction_factor)) of the n
+    trials that reached it with a score and a checkpoint (lower is better; ties by trial id)."""
+    scored = sorted((r for r in rows if r["outcome"] != "error" and r["score"] is not None and r["checkpoint"]),
+                    key=lambda r: (r["score"], r["trial_id"]))
+    return scored[:max(1, int(len(scored) // reduction_factor))]
+
+
+def _halving(fit, path: str, static: dict, t: TuneParams, rows_of, log) -> list[dict]:
+    """Synchronous successive halving (tune.scheduler: sha): every trial trains to the first rung;
+    only when all of them are there do the best 1/reduction_factor continue, each from its own
+    checkpoint, to the next rung, and so on to tune.iters. Unlike asynchronous ASHA, no trial goes
+    on for lack of others to compare with. Each leg is a Tune experiment <sweep>/leg-<iters>
+    (resumable like the rest); a trial's legs share its MLflow run and its results.csv row."""
+    from ray import tune as rt
+
+    rows: dict[str, dict] = {}
+    going_on: list[dict] = []
+    knobs: dict[str, dict] = {}
+    for stop_at in rungs(t):
+        static_leg = {**static, "stop_at": stop_at}
+        if not rows:  # the first leg: the trials tune.search samples
+            results = fit(path, f"leg-{stop_at}", static_leg)
+        else:  # later legs: a grid over the trials that go on
+            legs = [{"lineage": r["trial_id"], "knobs": knobs[r["trial_id"]], "checkpoint": r["checkpoint"]}
+                    for r in going_on]
+            results = fit(path, f"leg-{stop_at}", static_leg, {"leg": rt.grid_search(legs)})
+        knobs.update({_result_id(r): trial_knobs(r.config or {}) for r in results})
+        leg_rows = rows_of(results)
+        rows.update({r["trial_id"]: r for r in leg_rows})
+        if stop_at < t.iters:
+            going_on = promoted(leg_rows, t.reduction_factor)
+            log(f"tune: successive halving at iteration {stop_at}: {len(going_on)} of {len(leg_rows)} trials go on")
+            if not going_on:  # every trial failed: nothing to continue
+                break
+    return sorted(rows.values(), key=lambda r: r["trial_id"])
 
 
 def _best(rows: list[dict]) -> dict:
@@ -264,7 +354,6 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     out/results.csv and out/metric_vs_knobs.png; returns a summary."""
     from mlflow import MlflowClient
     from ray import tune as rt
-    from ray.tune.schedulers import ASHAScheduler
 
     from colorray.data.shards import read_manifest
     from colorray.train.distributed import fid_cache_dir, init_ray, setup_mlflow
@@ -293,26 +382,24 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
               "fid_cache": fid_cache_dir(params, root) if metric == "val/fid" else None}
 
     init_ray()
-    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), DRIVER_RESOURCES)
-    restored = rt.Tuner.can_restore(path)
-    if restored:
-        log(f"tune: continuing the interrupted sweep in {path}")
-        tuner = rt.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        search_alg, space, num_samples = _search(params, knobs, metric)
-        scheduler = (ASHAScheduler(time_attr="iter", max_t=t.iters, grace_period=t.grace_iters,
-                                   reduction_factor=t.reduction_factor) if t.scheduler == "asha" else None)
-        tuner = rt.Tuner(trainable, param_space=space,
-                         tune_config=rt.TuneConfig(metric=metric, mode="min", search_alg=search_alg,
-                                                   scheduler=scheduler, num_samples=num_samples,
-                                                   max_concurrent_trials=t.max_concurrent_trials,
-                                                   trial_dirname_creator=trial_dirname),
-                         run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1))
-    results = tuner.fit()
 
-    children = {r.data.tags.get("colorray.trial_id"): r for r in client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
-    rows = _rows(results, knobs, metric, t.iters, {k: r.info.run_id for k, r in children.items()})
+    def runs() -> dict:
+        return {r.data.tags.get("colorray.trial_id"): r for r in client.search_runs(
+            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
+
+    def fit(storage: str, name: str, static: dict, space: dict | None = None):
+        return _fit(storage, name, static, params, knobs, metric, log, space)
+
+    def rows_of(results) -> list[dict]:
+        return _rows(results, knobs, metric, t.iters, {k: r.info.run_id for k, r in runs().items()})
+
+    if t.scheduler == "sha":
+        restored = rt.Tuner.can_restore(f"{path}/leg-{rungs(t)[0]}")
+        rows = _halving(fit, path, static, t, rows_of, log)
+    else:
+        restored = rt.Tuner.can_restore(path)
+        rows = rows_of(fit(storage, name, static))
+    children = runs()
     for row in rows:
         # A stopped trial trains on until Tune's stop reaches it: count what it did.
         child = children.get(row["trial_id"])
@@ -338,4 +425,5 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     client.set_terminated(parent, "FINISHED")
     trial_steps = sum(r["iters_run"] for r in rows)
     return {"name": name, "path": path, "restored": restored, "metric": metric, "best": best,
+            "scheduler": {"asha": "ASHA", "sha": "successive halving"}.get(t.scheduler, "no scheduler"),
             "trials": len(rows), **counts, "trial_iters": trial_steps, "parent_run_id": parent, "rows": rows}

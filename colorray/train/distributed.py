@@ -68,7 +68,12 @@ def train_loop_per_worker(config: dict) -> None:
             trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT, map_location=device, weights_only=True))
     elif config.get("resume_from"):  # train.resume: a finished run's final state
         trainer.load_state_dict(torch.load(config["resume_from"], map_location=device, weights_only=True))
+    elif config.get("resume_checkpoint"):  # a sweep trial promoted to the next rung: its state at the last
+        with ray.train.Checkpoint(config["resume_checkpoint"]).as_directory() as d:  # (path or URI)
+            trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT, map_location=device, weights_only=True))
     t, r = params.train, params.ray
+    # Where this run ends: train.iters, or a sweep rung (successive halving trains a trial in legs).
+    end = min(t.iters, config.get("stop_at") or t.iters)
     local_batch = t.batch_size // world
     loader = make_loader(config["shards"], "train", local_batch, rank=rank, world_size=world,
                          num_workers=params.loader.num_workers, seed=t.seed,
@@ -90,12 +95,12 @@ def train_loop_per_worker(config: dict) -> None:
     write_json_atomic(run_dir / f"worker-{rank}.json", status)
 
     images, start = 0, time.perf_counter()
-    while trainer.iter < t.iters:
+    while trainer.iter < end:
         batches = [rgb_uint8_to_lab(next(stream)["rgb"], device) for _ in range(trainer.batches_needed())]
         metrics = trainer.train_iteration(batches)
         images += sum(len(b[0]) for b in batches) * world
         status["batches"] += len(batches)
-        last = trainer.iter == t.iters
+        last = trainer.iter == end
         if trainer.iter % r.report_every and not last:
             continue
         elapsed = time.perf_counter() - start
@@ -261,10 +266,14 @@ def torch_trainer(params: Params, config: dict, name: str, storage: str, callbac
 
 
 def worker_config(params: Params, shards: Path, run_id: str, tracking_uri: str, run_dir: Path,
-                  fid_cache: str | None = None, resume_from: str | None = None) -> dict:
+                  fid_cache: str | None = None, resume_from: str | None = None,
+                  resume_checkpoint: str | None = None, stop_at: int | None = None) -> dict:
+    """resume_from: a model.pt file (train.resume); resume_checkpoint: a Ray Train checkpoint
+    (path or URI) to continue; stop_at: end there instead of at train.iters."""
     return {"params": params.model_dump(mode="json"), "shards": str(shards), "run_id": run_id,
             "tracking_uri": tracking_uri, "threads": params.ray.cpus_per_worker, "run_dir": str(run_dir),
-            "resume_from": resume_from, "fid_cache": fid_cache}
+            "resume_from": resume_from, "fid_cache": fid_cache, "resume_checkpoint": resume_checkpoint,
+            "stop_at": stop_at}
 
 
 def check_batches(params: Params, shards: Path) -> None:
