@@ -1,11 +1,14 @@
 """Search efficiency: a small full grid vs ASHA + TPE over the same space (the tune stage).
 
-    python benchmarks/tune_efficiency.py [--iters 60] [--samples 8] [--seed 0] [--image-size 64] [--out bench-tune]
+    python benchmarks/tune_efficiency.py [--iters 60] [--samples 8] [--seed 0] [--image-size 64]
+                                         [--schedulers asha,sha] [--out bench-tune]
 
-Runs the real tune stage (`colorray.sweep.run.run_sweep`) three times on the embedded skimage
-shards (fetched and sharded into --out): every point of a grid (WGAN: lambda x clip x n_critic) with no
-early stopping; then ASHA + Optuna TPE with --samples trials over the same values; then the
-grid's best point with two more seeds, to measure the noise of the ranking metric. Compute is
+Runs the real tune stage (`colorray.sweep.run.run_sweep`) on the embedded skimage shards
+(fetched and sharded into --out): every point of a grid (WGAN: lambda x clip x n_critic) with no
+early stopping; then Optuna TPE with --samples trials over the same values under each of
+--schedulers (Ray's asynchronous ASHA, synchronous successive halving: the same rungs); then the
+grid's best point with two more seeds, to measure the noise of the ranking metric. Sweeps that
+already finished in --out (same parameters and code) are read back, not run again. Compute is
 counted as trial-steps (generator iterations actually run, stopped trials included) and as
 images processed (iterations x batch x critic steps). Not part of `make test`: it runs for a
 quarter of an hour or more on 2 cores.
@@ -76,10 +79,10 @@ def print_agreement(agreement: list[dict], trials: int) -> None:
         print(f"| {a['iter']} | {a['rho']:+.2f} | {a['winner_rank']} of {trials} |")
 
 
-def analyze(root: Path) -> None:
+def analyze(root: Path, seed: int) -> None:
     import csv
 
-    result = json.loads((root / "tune_efficiency.json").read_text())
+    result = json.loads((root / f"tune_efficiency-seed{seed}.json").read_text())
     with open(root / "grid" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     print_agreement(rung_agreement(rows, f"sqlite:///{root / 'mlflow.db'}", result["metric"]), len(rows))
@@ -98,6 +101,9 @@ def main(argv=None) -> None:
     ap.add_argument("--iters", type=int, default=60, help="generator iterations of an unstopped trial")
     ap.add_argument("--samples", type=int, default=8, help="ASHA + TPE trials")
     ap.add_argument("--seed", type=int, default=0, help="TPE's seed (tune.seed)")
+    ap.add_argument("--schedulers", default="asha,sha",
+                    help="tune.scheduler values to run TPE with (asha: Ray's asynchronous ASHA; sha: synchronous "
+                         "successive halving), comma-separated")
     ap.add_argument("--image-size", type=int, default=64, help="data.image_size (smaller: faster iterations)")
     ap.add_argument("--out", default="bench-tune", help="work folder (shards, MLflow store, Ray results)")
     ap.add_argument("--analyze", action="store_true", help="only print the rung agreement of an earlier run in --out")
@@ -105,7 +111,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     root = Path(args.out).resolve()
     if args.analyze:
-        return analyze(root)
+        return analyze(root, args.seed)
     shards = root / "shards"
     data = DataParams(image_size=args.image_size)
     if not (shards / "manifest.json").exists():
@@ -118,7 +124,9 @@ def main(argv=None) -> None:
     base["data"] = {**base["data"], "image_size": args.image_size}
 
     grid, grid_s = sweep(base, shards, root, "grid", search="grid", scheduler="none")
-    asha, asha_s = sweep(base, shards, root, "asha-tpe", search="optuna", scheduler="asha",
+    searches = {}  # scheduler -> (summary, seconds): TPE with the same seed, trials and rungs
+    for scheduler in args.schedulers.split(","):
+        searches[scheduler] = sweep(base, shards, root, f"{scheduler}-tpe", search="optuna", scheduler=scheduler,
                                     num_samples=args.samples, reduction_factor=3, seed=args.seed)
     # Noise: the grid's best point trained with other seeds.
     best = grid["best"]
@@ -131,33 +139,42 @@ def main(argv=None) -> None:
     noise, _ = sweep(noise_base, shards, root, "noise", search="grid", scheduler="none",
                      space={"train.seed": {"choice": [0, 1, 2]}})
     seed_scores = [float(r["score"]) for r in noise["rows"]]
-    grid_rows, asha_rows = grid["rows"], asha["rows"]
+    noise_std = statistics.stdev(seed_scores)
 
     def compute(rows):
         return sum(int(r["iters_run"]) for r in rows), sum(images(r) for r in rows)
 
-    g_steps, g_images = compute(grid_rows)
-    a_steps, a_images = compute(asha_rows)
+    def knobs(row):
+        return {k: v for k, v in row.items() if k.startswith("knob/")}
+
+    g_steps, g_images = compute(grid["rows"])
     result = {
-        "metric": grid["metric"], "iters_per_trial": args.iters, "image_size": args.image_size,
-        "grid": {"trials": len(grid_rows), "trial_steps": g_steps, "images": g_images, "seconds": grid_s,
-                 "best": best["score"], "best_trial": {k: v for k, v in best.items() if k.startswith("knob/")}},
-        "asha_tpe": {"trials": len(asha_rows), "stopped_early": asha["stopped early"], "trial_steps": a_steps,
-                     "images": a_images, "seconds": asha_s, "best": asha["best"]["score"],
-                     "best_trial": {k: v for k, v in asha["best"].items() if k.startswith("knob/")}},
-        "noise": {"seeds": [0, 1, 2], "scores": seed_scores, "std": statistics.stdev(seed_scores)},
+        "metric": grid["metric"], "iters_per_trial": args.iters, "image_size": args.image_size, "seed": args.seed,
+        "grid": {"trials": len(grid["rows"]), "trial_steps": g_steps, "images": g_images, "seconds": grid_s,
+                 "best": best["score"], "best_trial": knobs(best)},
+        "noise": {"seeds": [0, 1, 2], "scores": seed_scores, "std": noise_std},
     }
-    (root / "tune_efficiency.json").write_text(json.dumps(result, indent=1, default=str))
     m = result["metric"]
-    print(f"\n{m} (lower is better); {args.iters} iterations per unstopped trial, {args.image_size} px\n")
-    print("| search | trials | stopped early | trial-steps | images | wall time | best " + m + " |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| full grid | {len(grid_rows)} | 0 | {g_steps} | {g_images} | {grid_s / 60:.1f} min | {best['score']:.3f} |")
-    print(f"| ASHA + TPE | {len(asha_rows)} | {asha['stopped early']} | {a_steps} ({100 * a_steps / g_steps:.0f}%) | "
-          f"{a_images} ({100 * a_images / g_images:.0f}%) | {asha_s / 60:.1f} min | {asha['best']['score']:.3f} |")
+    print(f"\n{m} (lower is better); {args.iters} iterations per unstopped trial, {args.image_size} px, "
+          f"TPE seed {args.seed}\n")
+    print("| search | trials | stopped early | trial-steps | images | wall time | best " + m + " | behind the grid's best |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| full grid | {len(grid['rows'])} | 0 | {g_steps} | {g_images} | {grid_s / 60:.1f} min | "
+          f"{best['score']:.3f} | |")
+    for scheduler, (s, seconds) in searches.items():
+        steps, imgs = compute(s["rows"])
+        behind = (s["best"]["score"] - best["score"]) / noise_std
+        result[f"{scheduler}_tpe"] = {"trials": len(s["rows"]), "stopped_early": s["stopped early"],
+                                      "trial_steps": steps, "images": imgs, "seconds": seconds,
+                                      "best": s["best"]["score"], "best_trial": knobs(s["best"]),
+                                      "noise_std_behind": behind}
+        print(f"| {scheduler.upper()} + TPE | {len(s['rows'])} | {s['stopped early']} | {steps} "
+              f"({100 * steps / g_steps:.0f}%) | {imgs} ({100 * imgs / g_images:.0f}%) | {seconds / 60:.1f} min | "
+              f"{s['best']['score']:.3f} | {behind:+.2f} noise std |")
+    (root / f"tune_efficiency-seed{args.seed}.json").write_text(json.dumps(result, indent=1, default=str))
     print(f"\nnoise: the grid's best point with seeds 0, 1, 2: {', '.join(f'{s:.3f}' for s in seed_scores)} "
-          f"(std {result['noise']['std']:.3f})")
-    analyze(root)
+          f"(std {noise_std:.3f})")
+    analyze(root, args.seed)
 
 
 if __name__ == "__main__":
