@@ -1,5 +1,6 @@
 """The sweep: Ray Tune over Ray Train trials, ranked on held-out val images, early-stopped by
-ASHA, sampled by Optuna (TPE or random) or a grid, recorded as nested MLflow runs, resumable.
+ASHA or by synchronous successive halving (`_halving`), sampled by Optuna (TPE or random) or a
+grid, recorded as nested MLflow runs, resumable.
 
 Each trial is a small driver function (`run_trial`) that builds a `TorchTrainer` running the
 same `train_loop_per_worker` as the train stage, with Ray Tune's `TuneReportCallback` passing
