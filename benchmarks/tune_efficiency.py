@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     grid, grid_s = sweep(base, shards, root, "grid", search="grid", scheduler="none")
     searches = {}  # scheduler -> (summary, seconds): TPE with the same seed, trials and rungs
     for scheduler in args.schedulers.split(","):
-        searches[scheduler] = sweep(base, shards, root, f"{scheduler}-tpe", search="optuna", scheduler=scheduler,
+        searches[scheduler] = sweep(base, shards, root, f"{scheduler}-tpe-seed{args.seed}", search="optuna", scheduler=scheduler,
                                     num_samples=args.samples, reduction_factor=3, seed=args.seed)
     # Noise: the grid's best point trained with other seeds.
     best = grid["best"]
