@@ -29,14 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from tune_efficiency import SPACE
+
+from colorray.config import TuneParams, parse_params
+from colorray.sweep.run import _search, rungs
+from colorray.sweep.space import parse_space
 
 KNOBS = ("gan.l1_weight", "gan.clip", "gan.n_critic")  # tune_efficiency.SPACE, the searched part
 SLOTS = 2  # tune.max_concurrent_trials in the benchmark
 
 
-def load(root: Path) -> tuple[dict, list, dict]:
-    """(curves: knob values -> {iteration: metric}, the knobs' choices, the benchmark's result)."""
+def load(root: Path) -> tuple[dict, dict]:
+    """(curves: knob values -> {iteration: metric}, the benchmark's result)."""
     from mlflow import MlflowClient
 
     result = json.loads(next(root.glob("tune_efficiency*.json")).read_text())
@@ -47,49 +51,28 @@ def load(root: Path) -> tuple[dict, list, dict]:
     for r in rows:
         point = tuple(float(r["knob/" + k.replace(".", "/")]) for k in KNOBS)
         curves[point] = {m.step: m.value for m in client.get_metric_history(r["mlflow_run_id"], result["metric"])}
-    choices = [sorted({p[i] for p in curves}) for i in range(len(KNOBS))]
-    return curves, choices, result
+    return curves, result
 
 
 class Tpe:
-    """Optuna TPE as the tune stage sets it up: a quarter of the trials random, no repeats."""
+    """The tune stage's own searcher (`colorray.sweep.run._search`: Optuna TPE, a quarter of the
+    trials random, no repeated configurations) over the benchmark's space, by knob values."""
 
-    def __init__(self, seed: int, samples: int, choices: list):
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, samples // 4))
-        self.study, self.choices, self.asked = optuna.create_study(sampler=sampler), choices, {}
-
-    def _ask(self):
-        t = self.study.ask()
-        return t, tuple(t.suggest_categorical(k, c) for k, c in zip(KNOBS, self.choices))
-
-    def _tried(self, trial) -> bool:
-        return any(o.number != trial.number and o.state != TrialState.FAIL and o.params == trial.params
-                   for o in self.study.get_trials(deepcopy=False))
+    def __init__(self, seed: int, samples: int):
+        raw = {"tune": {"num_samples": samples, "seed": seed, "space": SPACE}}
+        params = parse_params(raw)
+        self.search, _, _ = _search(params, parse_space(raw, params.tune, 1 << 30), "score")
+        self.ids: dict[tuple, str] = {}
 
     def suggest(self) -> tuple:
-        trial, point = self._ask()
-        if self._tried(trial):  # as colorray.sweep.search.DistinctOptunaSearch
-            sampler = self.study.sampler
-            self.study.sampler = optuna.samplers.RandomSampler(seed=len(self.study.get_trials(deepcopy=False)))
-            for _ in range(64):
-                self.study.tell(trial, state=TrialState.FAIL)
-                trial, point = self._ask()
-                if not self._tried(trial):
-                    break
-            self.study.sampler = sampler
-        self.asked[point] = trial
+        trial_id = str(len(self.ids))
+        config = self.search.suggest(trial_id)
+        point = tuple(float(config[k]) for k in KNOBS)
+        self.ids[point] = trial_id
         return point
 
     def tell(self, point: tuple, value: float) -> None:
-        self.study.tell(self.asked[point], value)
-
-
-def rungs(grace: int, rf: float, iters: int) -> list[int]:
-    out, r = [], float(grace)
-    while round(r) < iters:
-        out.append(round(r))
-        r *= rf
-    return out + [iters]
+        self.search.on_trial_complete(self.ids[point], {"score": value})
 
 
 def run_leg(starts: list, curves: dict, until: int, startup: float, on_report, next_trial) -> None:
@@ -124,8 +107,8 @@ def run_leg(starts: list, curves: dict, until: int, startup: float, on_report, n
             pass
 
 
-def asha(seed: int, a, curves: dict, choices: list) -> tuple[float, int]:
-    tpe, recorded, last, n = Tpe(seed, a.samples, choices), {r: [] for r in a.rungs[:-1]}, {}, [0]
+def asha(seed: int, a, curves: dict) -> tuple[float, int]:
+    tpe, recorded, last, n = Tpe(seed, a.samples), {r: [] for r in a.rungs[:-1]}, {}, [0]
 
     def on_report(point, it, value):
         last[point] = (it, value)
@@ -149,8 +132,8 @@ def asha(seed: int, a, curves: dict, choices: list) -> tuple[float, int]:
     return outcome(last)
 
 
-def sha(seed: int, a, curves: dict, choices: list) -> tuple[float, int]:
-    tpe, last, n = Tpe(seed, a.samples, choices), {}, [0]
+def sha(seed: int, a, curves: dict) -> tuple[float, int]:
+    tpe, last, n = Tpe(seed, a.samples), {}, [0]
     going_on: list = []
     for k, until in enumerate(a.rungs):
         at_rung = {}
@@ -189,9 +172,10 @@ def main(argv=None) -> None:
     ap.add_argument("--startup", type=float, default=75.0, help="a trial start's cost, in iterations")
     a = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    curves, choices, result = load(Path(a.out))
+    curves, result = load(Path(a.out))
     iters = result["iters_per_trial"]
-    a.rungs = rungs(max(1, iters // 6), a.rf, iters)  # the benchmark's grace period: iters // 6
+    # The benchmark's rungs: grace period iters // 6.
+    a.rungs = rungs(TuneParams(iters=iters, grace_iters=max(1, iters // 6), reduction_factor=a.rf))
     grid_best, noise = result["grid"]["best"], result["noise"]["std"]
     grid_steps = result["grid"]["trial_steps"]
     print(f"{len(curves)} grid points, rungs {a.rungs}, grid best {grid_best:.2f}, noise std {noise:.2f}; "
@@ -199,7 +183,7 @@ def main(argv=None) -> None:
     print("| search | seeds within 1 noise std of the grid's best | trial-steps: mean (max) | seeds meeting the target (both) | seeds 0, 1: best (trial-steps) |")
     print("|---|---|---|---|---|")
     for name, search in (("ASHA + TPE", asha), ("SHA + TPE", sha)):
-        runs = [search(seed, a, curves, choices) for seed in range(a.seeds)]
+        runs = [search(seed, a, curves) for seed in range(a.seeds)]
         good = [best <= grid_best + noise for best, _ in runs]
         cheap = [steps <= 0.35 * grid_steps for _, steps in runs]
         steps = [s for _, s in runs]

@@ -122,8 +122,7 @@ def check_resumable(saved: Params, requested: Params, path: Path) -> None:
     """A checkpoint continues only the run it came from: any changed parameter but those in
     RESUME_FREE is an error naming the keys."""
     a, b = flatten(saved.model_dump(mode="json")), flatten(requested.model_dump(mode="json"))
-    free = RESUME_FREE
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in free)
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESUME_FREE)
     if changed:
         raise ValueError(f"{path} was trained with other parameters ({', '.join(changed[:5])}"
                          f"{' ...' if len(changed) > 5 else ''}); use another output folder or --fresh")
