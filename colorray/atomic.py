@@ -1,9 +1,12 @@
-"""Write files so that a reader never sees half of one: temp name in the same folder, then rename."""
+"""Write files so that a reader never sees half of one: a fresh temp file in the same folder,
+flushed to disk, then renamed over the target (`os.replace` is atomic on POSIX and Windows)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -16,17 +19,23 @@ def write_json_atomic(path: str | Path, obj, **kwargs) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """A unique temp name (mkstemp: never a planted link, no clash between concurrent writers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def torch_save_atomic(obj, path: str | Path) -> None:
     """torch.save to a temporary name, then rename."""
-    import io
-
     import torch
 
     buf = io.BytesIO()

@@ -135,7 +135,7 @@ def load_model(ref: str, device="cpu", tracking_uri: str | None = None) -> tuple
             except Exception as e:  # MlflowException, or a model that is not colorray's
                 raise ValueError(f"--model {ref}: cannot load it from MLflow at {mlflow.get_tracking_uri()} "
                                  f"({e})") from None
-        return model.G.to(device).eval(), model.image_size
+        return model.generator.to(device).eval(), model.image_size
     path = Path(ref)
     if not path.is_file():
         raise FileNotFoundError(f"--model {ref}: no such file (a generator .pt, a checkpoint.pt, or an MLflow "
@@ -147,10 +147,11 @@ def load_model(ref: str, device="cpu", tracking_uri: str | None = None) -> tuple
     if isinstance(saved, dict) and saved.get("format") == GENERATOR_FORMAT:
         G, params, _ = load_generator(path, device)
         return G, params.data.image_size
+    from colorray.precision import FP32
     from colorray.train.step import load_checkpoint
 
     try:
-        trainer = load_checkpoint(path, device)
+        trainer = load_checkpoint(path, device, precision=FP32)
     except Exception as e:
         raise ValueError(f"--model {ref}: neither a colorray generator nor a training checkpoint ({e})") from None
     return trainer.G.eval(), trainer.params.data.image_size

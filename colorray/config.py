@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -149,10 +149,10 @@ class TrainParams(_Section):
     betas_d: Optional[tuple[float, float]] = None
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     lr_decay_start: float = Field(0.5, ge=0.0, lt=1.0)  # linear: fraction of iters at full lr
-    # bf16 autocast + channels_last: the fast path on GPUs with tensor cores and on CPUs with
-    # AMX / AVX512-BF16 (benchmarks/train_step.py); set none / false on older CPUs.
-    amp: Literal["none", "bf16", "fp16"] = "bf16"
-    channels_last: bool = True
+    # auto: the fastest mode this device supports, measured once per device, architecture and
+    # batch and cached (colorray.precision); an explicit value is used as it is.
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    channels_last: Union[Literal["auto"], bool] = "auto"
     compile: bool = False  # torch.compile the forward passes (penalties stay eager)
     sync_batchnorm: bool = False  # BatchNorm statistics over all workers (SyncBatchNorm)
     seed: int = 0

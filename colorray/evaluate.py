@@ -32,6 +32,7 @@ from colorray.data.loader import load_split
 from colorray.metrics import classifier as clf
 from colorray.metrics.registry import BETTER, HIGHER, LOWER, MetricAccumulator, lpips_model, lpips_unavailable_message
 from colorray.models.files import load_generator, save_generator
+from colorray.progress import Progress
 
 REGISTERED_NAME, ALIAS = "colorray", "champion"
 CANDIDATES = ("gan", "reconstruction")  # the trained models; gray is the bar they must clear
@@ -52,13 +53,14 @@ def train_baseline(params: Params, shards: Path, out: Path, log: Callable[[str],
 
     bp = baseline_params(params)
     with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
-        trainer = train_local(bp, shards, tmp, resume=False, log=log)
+        trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
     val, _ = validate(trainer.G, Path(shards), "cpu")
-    save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val)
-    return {"iterations": trainer.iter, **val}
+    save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
+                   precision=trainer.precision.tags())
+    return {"iterations": trainer.iter, "precision": trainer.precision, **val}
 
 
-def train_real_classifier(params: Params, shards: Path, out: Path) -> dict:
+def train_real_classifier(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
     c = params.classifier
     from colorray.data.shards import read_manifest
 
@@ -71,8 +73,11 @@ def train_real_classifier(params: Params, shards: Path, out: Path) -> dict:
         clf.save_unavailable(reason, out)
         return {"unavailable": reason}
     settings = c.model_dump(mode="json")
+    progress = Progress(f"classifier: {len(rgb)} images, {c.epochs} epoch(s)",
+                        c.epochs * math.ceil(len(rgb) / c.batch_size), "batches", log)
     model = clf.train_classifier(rgb, clf.label_indices(labels, classes, f"{shards} train"), len(classes),
-                                 epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, width=c.width)
+                                 epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, width=c.width,
+                                 progress=progress)
     test_rgb, _, test_labels = load_split(shards, "test")
     known = classes_seen(labels, test_labels)
     acc = (clf.accuracy(clf.predict(model, test_rgb[known]), clf.label_indices(
@@ -223,8 +228,11 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
             m["accuracy"] = clf.accuracy(p_fake, y_known)
             m["cim"] = clf.cim(clf.true_class_probability(p_fake, y_known), pc, pg)
         if model is not None:
+            progress = Progress(f"evaluate: {name}: omega's classifier on its colorized training images",
+                                s["epochs"] * math.ceil(len(train_rgb) / s["batch_size"]), "batches", log)
             clf_g = clf.train_classifier(colorize_split(G, train_rgb), y_train, len(classes), epochs=s["epochs"],
-                                         batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], width=s["width"])
+                                         batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], width=s["width"],
+                                         progress=progress)
             m["omega"] = clf.omega(model, clf_g)
         results[name] = m
         firsts[name] = fake[:e.grid_images].numpy()
@@ -241,7 +249,8 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
     summary = {"models": results, "reference": reference, "selection": selection, "notes": notes,
                "data": {"shards": str(shards), "manifest_sha256": manifest_hash(shards)},
                "sources": {"gan": str(gan_path), "reconstruction": str(baseline_path),
-                           "train_run_id": gan_meta.get("run_id")}}
+                           "train_run_id": gan_meta.get("run_id"),
+                           "reconstruction_precision": generators["reconstruction"][2].get("precision", {})}}
     summary["mlflow"] = _record(params, summary, out, root, {"gan": gan_path, "reconstruction": baseline_path}, log)
     from colorray.report import write_report
 
@@ -293,7 +302,10 @@ def _record(params: Params, summary: dict, out: Path, root: Path, paths: dict, l
         info["run_id"] = run.info.run_id
         mlflow.set_tags({"colorray.stage": "evaluate", "colorray.train_run_id": train_run or "",
                          "colorray.selected": sel["chosen"] or "", "colorray.promoted": str(sel["promoted"]),
-                         "mlflow.note.content": sel["reason"]})
+                         "mlflow.note.content": sel["reason"],
+                         # the baseline stage has no run of its own: the mode it trained in is recorded here
+                         **{f"colorray.baseline.precision.{k}": str(v)
+                            for k, v in summary["sources"]["reconstruction_precision"].items()}})
         mlflow.log_params({"evaluate.select_by": sel["metric"], "data.manifest_sha256": summary["data"]["manifest_sha256"],
                            "evaluate.test_images": summary["reference"]["test_images"]})
         mlflow.log_metrics({f"{name}/{k}": float(v) for name, m in summary["models"].items()

@@ -48,6 +48,17 @@ def _s004(objective: str, weights: tuple[float, float, float], lr: float, epochs
 
 
 PRESETS: dict[str, dict] = {
+    # The embedded default of params.yaml: pix2pix's U-Net and 70x70 PatchGAN at half width
+    # (4x fewer FLOPs per image), so `make run` fits 20 minutes on 2 cores of a CPU without
+    # AVX-512 in fp32 (docs/benchmarks.md). A study preset replaces it whole.
+    "demo": {
+        "study": "the embedded demo: pix2pix U-Net + PatchGAN at half width (32 -> 256 channels), "
+                 "for laptops and small CPUs",
+        "data": {"source": "skimage", "image_size": 64},
+        "model": {"g_channels": 32, "g_channels_max": 256, "d_channels": 32},
+        "gan": {},
+        "train": {},
+    },
     "000-cgan": {
         "study": "000: cGAN, BCE with D loss halved + lambda 100 L1, batch 128, 100 epochs",
         "data": {"source": "tiny-imagenet", "image_size": 64},

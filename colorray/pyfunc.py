@@ -40,9 +40,11 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from colorray.models.files import load_generator
+        from colorray.precision import for_inference
 
-        self.G, params, _ = load_generator(context.artifacts["generator"])
+        self.generator, params, _ = load_generator(context.artifacts["generator"])  # fp32, as trained
         self.image_size = params.data.image_size
+        self.G = for_inference(self.generator, self.image_size, batch=1)  # the fastest precision here
 
     def predict(self, context, model_input, params=None):
         from colorray.colorize import colorize

@@ -1,6 +1,9 @@
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -16,6 +19,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Ray Train's controller polls its workers every 2 s, and each ray.train.report waits for that
 # poll; the tests report every few iterations, so they poll faster (subprocesses inherit it).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# `auto` precision runs as it does for users (probe, then cache), with a cache of this session's
+# own: no result of an earlier session or of the user's runs decides what a test measures.
+# Subprocesses (dvc repro, Ray workers) inherit it.
+_CACHE = tempfile.mkdtemp(prefix="colorray-test-cache-")
+os.environ["COLORRAY_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 needs_tiny_imagenet = pytest.mark.skipif(
     not TINY_IMAGENET_MINI.exists(),

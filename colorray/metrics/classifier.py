@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from colorray.progress import Progress
+
 
 class SmallCNN(nn.Module):
     """Four conv-BN-ReLU blocks (stride 2 after the first), global average pooling, a linear layer."""
@@ -46,9 +48,11 @@ def _input(rgb8: torch.Tensor) -> torch.Tensor:
 
 
 def train_classifier(rgb8: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int,
-                     batch_size: int, lr: float, seed: int, width: int = 32) -> SmallCNN:
+                     batch_size: int, lr: float, seed: int, width: int = 32,
+                     progress: Progress | None = None) -> SmallCNN:
     """Adam on cross-entropy; the initialisation and the batch order depend on `seed` only, so
-    two calls with the same seed differ only by the images (what Omega measures)."""
+    two calls with the same seed differ only by the images (what Omega measures). `progress`
+    is told of every batch (epochs * ceil(N / batch_size) in all)."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -59,6 +63,8 @@ def train_classifier(rgb8: torch.Tensor, labels: torch.Tensor, num_classes: int,
         order = torch.randperm(len(rgb8), generator=g)
         for i in range(0, len(rgb8), batch_size):
             idx = order[i:i + batch_size]
+            if progress is not None:
+                progress.update()
             if len(idx) < 2:  # BatchNorm needs two images
                 continue
             loss = nn.functional.cross_entropy(model(_input(rgb8[idx])), labels[idx])

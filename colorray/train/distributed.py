@@ -12,6 +12,7 @@ to MLflow (DESIGN.md traps 4-6).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 import time
@@ -20,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colorray.atomic import write_json_atomic
+from colorray.atomic import write_json_atomic, write_text_atomic
 from colorray.color import rgb_uint8_to_lab
 from colorray.config import Params, flatten, parse_params
 from colorray.data.loader import make_loader
 from colorray.models.files import save_generator
 from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
-from colorray.train.step import GANTrainer, load_checkpoint
+from colorray.precision import FP32
+from colorray.train.step import GANTrainer, checkpoint_params, load_checkpoint, metric_values
 
 EXPERIMENT = "colorray"
 
@@ -39,9 +41,13 @@ def default_tracking_uri(root: Path) -> str:
 
 # ---- the worker ---------------------------------------------------------------------------------
 
+PRECISION_TAG = "colorray.precision."  # MLflow tags of the mode the run computed in
+
+
 def _mean_over_ranks(metrics: dict, device) -> dict:
+    """Every rank's metrics averaged: one all-reduce, at report time only."""
     keys = sorted(metrics)
-    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    t = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float64).to(device) for k in keys])
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(t)
         t /= torch.distributed.get_world_size()
@@ -52,7 +58,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -61,7 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(max(1, int(config["threads"])))
     run_dir = Path(config["run_dir"])
 
-    trainer = GANTrainer(params, device, rank=rank, world_size=world)
+    trainer = GANTrainer(params, device, rank=rank, world_size=world)  # rank 0 resolves `auto` for all
     checkpoint = ray.train.get_checkpoint()  # this run's latest, after a worker failure
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -77,7 +83,8 @@ def train_loop_per_worker(config: dict) -> None:
     local_batch = t.batch_size // world
     loader = make_loader(config["shards"], "train", local_batch, rank=rank, world_size=world,
                          num_workers=params.loader.num_workers, seed=t.seed,
-                         dataset_size=params.data.dataset_size, shuffle_buffer=params.loader.shuffle_buffer)
+                         dataset_size=params.data.dataset_size, shuffle_buffer=params.loader.shuffle_buffer,
+                         pin_memory=device.type == "cuda")
     stream = batch_stream(loader, trainer.data_position)
     client = MlflowClient(config["tracking_uri"]) if rank == 0 else None
     fid = None
@@ -88,7 +95,8 @@ def train_loop_per_worker(config: dict) -> None:
     run_id = config["run_id"]
     if rank == 0:
         print(f"[colorray] {world} worker(s), global batch {t.batch_size} = {local_batch} per worker, "
-              f"device {device}, starting at iteration {trainer.iter}", flush=True)
+              f"device {device}, {trainer.precision.summary()}, starting at iteration {trainer.iter}", flush=True)
+        client.log_batch(run_id, tags=[RunTag(PRECISION_TAG + k, str(v)) for k, v in trainer.precision.tags().items()])
     # Where each rank stands, for operators (and the tests): pid, node, iteration, batches read.
     status = {"rank": rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
               "started_at_iter": trainer.iter, "iter": trainer.iter, "batches": 0}
@@ -104,6 +112,7 @@ def train_loop_per_worker(config: dict) -> None:
         if trainer.iter % r.report_every and not last:
             continue
         elapsed = time.perf_counter() - start
+        metrics = metric_values(metrics)  # the one wait for the device per report
         metrics["comm/share"] = trainer.comm_seconds / elapsed  # gradient all-reduce / step time
         trainer.comm_seconds = 0.0
         metrics = _mean_over_ranks(metrics, device)
@@ -149,10 +158,17 @@ def _history(client, run_id: str) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
-def _write_outputs(history: list[dict], metrics_dir: Path) -> tuple[Path, Path]:
-    """metrics/train.json (DVC metrics: the last report) and a per-epoch CSV (DVC plots)."""
+def run_precision(client, run_id: str) -> dict:
+    """The mode a run computed in, as its rank 0 tagged it (precision.tags())."""
+    tags = client.get_run(run_id).data.tags
+    return {k[len(PRECISION_TAG):]: v for k, v in tags.items() if k.startswith(PRECISION_TAG)}
+
+
+def _write_outputs(history: list[dict], metrics_dir: Path, precision: dict) -> tuple[Path, Path]:
+    """metrics/train.json (DVC metrics: the last report, and the precision the run used) and a
+    per-epoch CSV (DVC plots)."""
     final = {k: v for k, v in history[-1].items()} if history else {}
-    write_json_atomic(metrics_dir / "train.json", final, sort_keys=True)
+    write_json_atomic(metrics_dir / "train.json", {**final, "precision": precision}, sort_keys=True)
     keys = ["epoch", "iter", "loss/d", "loss/g/adv", "loss/g/l1", "val/l1", "val/colorfulness", "val/delta_cf",
             "val/psnr", "val/ssim", "val/uiqi", "img/s"]
     per_epoch: dict[int, list[dict]] = {}
@@ -166,12 +182,11 @@ def _write_outputs(history: list[dict], metrics_dir: Path) -> tuple[Path, Path]:
             out[k] = f"{np.mean(vals):.6g}" if vals else ""
         lines.append(out)
     csv_path = metrics_dir / "train_epochs.csv"
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(lines)
-    os.replace(tmp, csv_path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=keys)
+    w.writeheader()
+    w.writerows(lines)
+    write_text_atomic(csv_path, text.getvalue())
     return metrics_dir / "train.json", csv_path
 
 
@@ -304,7 +319,7 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
     resume_from = None
     saved = models_dir / CHECKPOINT
     if resume and saved.exists():
-        check_resumable(load_checkpoint(saved).params, params, saved)
+        check_resumable(checkpoint_params(saved), params, saved)
         resume_from = str(saved.resolve())  # Ray Train V2 has no resume_from_checkpoint: workers load it
 
     init_ray()
@@ -321,10 +336,11 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
         with result.checkpoint.as_directory() as d:
-            final = load_checkpoint(Path(d) / CHECKPOINT)
+            final = load_checkpoint(Path(d) / CHECKPOINT, precision=FP32)  # only re-saved, not trained
             final.save(models_dir / CHECKPOINT)  # the full state, for train.resume
         history = _history(client, run.info.run_id)
-        json_path, csv_path = _write_outputs(history, metrics_dir)
+        precision = run_precision(client, run.info.run_id)
+        json_path, csv_path = _write_outputs(history, metrics_dir, precision)
         plot = metrics_dir / "loss_curves.png"
         _loss_plot(history, plot)
         for path in (json_path, csv_path, plot):
@@ -334,4 +350,4 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         save_generator(final.G, params, final.iter, models_dir / "generator.pt", run_id=run.info.run_id,
                        model_uri=model_uri)
     return {"run_id": run.info.run_id, "iterations": final.iter, "model_uri": model_uri,
-            "metrics": history[-1] if history else {}}
+            "metrics": history[-1] if history else {}, "precision": precision}

@@ -20,7 +20,8 @@ from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.config import Params, flatten
 from colorray.data.loader import make_loader
 from colorray.metrics.registry import MetricAccumulator
-from colorray.train.step import GANTrainer, load_checkpoint
+from colorray.progress import format_seconds
+from colorray.train.step import GANTrainer, load_checkpoint, metric_values
 
 CHECKPOINT = "checkpoint.pt"
 GRID_IMAGES = 8  # images in each sample grid
@@ -75,21 +76,23 @@ def validate(G, shards: Path, device, max_images: int = 256, fid=None,
 
 def train_local(params: Params, shards: str | Path, out: str | Path, device: str = "cpu",
                 max_iters: int | None = None, max_seconds: float | None = None,
-                resume: bool = True, log: Callable[[str], None] = print) -> GANTrainer:
-    """Train until `train.iters` (or `max_iters`, or `max_seconds`); checkpoint to `out`."""
+                resume: bool = True, log: Callable[[str], None] = print, log_every: int = 10) -> GANTrainer:
+    """Train until `train.iters` (or `max_iters`, or `max_seconds`); checkpoint to `out`. Every
+    `log_every` iterations: the metrics, the time spent and an estimate of the time left."""
     out, shards = Path(out), Path(shards)
     ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
-        trainer = load_checkpoint(ckpt, device)
+        trainer = load_checkpoint(ckpt, device, log=log)
         check_resumable(trainer.params, params, ckpt)
         log(f"resumed from {ckpt} at iteration {trainer.iter}")
     else:
-        trainer = GANTrainer(params, device)
+        trainer = GANTrainer(params, device, log=log)
     t, L = params.train, params.loader
     loader = make_loader(shards, "train", t.batch_size, num_workers=L.num_workers, seed=t.seed,
-                         dataset_size=params.data.dataset_size, shuffle_buffer=L.shuffle_buffer)
+                         dataset_size=params.data.dataset_size, shuffle_buffer=L.shuffle_buffer,
+                         pin_memory=torch.device(device).type == "cuda")
     stream = batch_stream(loader, trainer.data_position)
-    stop = min(t.iters, max_iters or t.iters)
+    stop, first = min(t.iters, max_iters or t.iters), trainer.iter
     start, images = time.perf_counter(), 0
     history = []
     while trainer.iter < stop:
@@ -99,10 +102,12 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
         elapsed = time.perf_counter() - start
         if trainer.iter % t.checkpoint_every == 0 or trainer.iter == stop:
             trainer.save(ckpt)
-        if trainer.iter % 10 == 0 or trainer.iter == stop:
-            metrics["img/s"] = images / elapsed
+        if trainer.iter % log_every == 0 or trainer.iter == stop:
+            metrics = {**metric_values(metrics), "img/s": images / elapsed}
             history.append({"iter": trainer.iter, **metrics})
-            log(f"iter {trainer.iter}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+            left = (stop - trainer.iter) * elapsed / max(1, trainer.iter - first)
+            log(f"iter {trainer.iter}/{stop} ({format_seconds(elapsed)} elapsed, ~{format_seconds(left)} left): "
+                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
         if max_seconds is not None and elapsed > max_seconds:
             trainer.save(ckpt)
             log(f"time budget of {max_seconds:.0f} s reached at iteration {trainer.iter}")

@@ -11,25 +11,31 @@ instance noise perturb D's ab inputs in exactly one place, `_d_input`.
 Penalties run in fp32 outside autocast, so fp16 loss scaling never touches their inner
 gradients. Metric names are the same everywhere they appear: loss/d, loss/d/gp, loss/d/r1,
 loss/g/adv, loss/g/l1, loss/g/l2, loss/g/huber, d/real, d/fake, lr/g, lr/d.
+
+An iteration never waits for the device: its losses come back as tensors on the device, and the
+caller reads them (`metric_values`) only when it reports. The precision and memory layout are
+`train.amp` / `train.channels_last`; `auto` is resolved by measurement (colorray.precision).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from colorray.atomic import torch_save_atomic
 from colorray.config import Params, parse_params
 from colorray.gan.objectives import build_objective
 from colorray.gan.penalties import (add_instance_noise, gradient_penalty, instance_smoothing,
                                     linear_decay, r1_penalty)
 from colorray.models import build_discriminator, build_generator
+from colorray.precision import Precision, as_workload, choose
 from colorray.train.schedules import lr_factor
 
 CHECKPOINT_FORMAT = "colorray-checkpoint-1"
@@ -69,10 +75,15 @@ class GANTrainer:
     draw, so N processes with B/N images equal one process with B (no BatchNorm, no dropout)."""
 
     def __init__(self, params: Params, device: torch.device | str = "cpu", rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, precision: Precision | None = None, log: Callable[[str], None] = print):
+        """precision: the mode to run in; None resolves train.amp / train.channels_last (`auto`
+        by measurement, rank 0's choice for every rank)."""
         self.params, self.device = params, torch.device(device)
         self.rank, self.world_size = rank, world_size
         t, g = params.train, params.gan
+        if precision is None:
+            precision = resolve_precision(params, self.device, t.batch_size // world_size, rank, world_size, log)
+        self.precision = precision
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
         torch.manual_seed(t.seed)  # weights depend on the seed only
@@ -83,7 +94,7 @@ class GANTrainer:
             self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             if self.D is not None:
                 self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
-        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if precision.channels_last else torch.contiguous_format
         for net in (self.G, self.D):
             if net is not None:
                 net.to(memory_format=self.memory_format)
@@ -99,8 +110,8 @@ class GANTrainer:
         if self.adversarial:
             self.opt_d = _optimizer(t.optimizer, self.D.parameters(), t.lr_d, t.betas_d)
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
-        self.amp_dtype = AMP_DTYPES.get(t.amp)
-        fp16 = t.amp == "fp16"
+        self.amp_dtype = AMP_DTYPES.get(precision.amp)
+        fp16 = precision.amp == "fp16"
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.comm_seconds = 0.0  # time spent averaging gradients (benchmarks/train_scaling.py)
@@ -126,7 +137,10 @@ class GANTrainer:
         numbers whatever the number of processes, and a function of the step alone."""
         seed = (self.params.train.seed * 1_000_003 + self.d_steps * 7_919 + stream) % 2**63
         u = torch.rand(self.world_size * n, generator=torch.Generator().manual_seed(seed))
-        return u[self.rank * n:(self.rank + 1) * n].view(n, 1, 1, 1).to(self.device)
+        u = u[self.rank * n:(self.rank + 1) * n].view(n, 1, 1, 1)
+        if self.device.type == "cuda":  # pinned, so the copy does not wait for the GPU
+            return u.pin_memory().to(self.device, non_blocking=True)
+        return u.to(self.device)
 
     def _optimize(self, loss, net, opt, scaler) -> None:
         opt.zero_grad(set_to_none=True)
@@ -193,7 +207,9 @@ class GANTrainer:
         return metrics
 
     def train_iteration(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-        """One iteration on `batches_needed()` batches of normalised (L, ab) on the device."""
+        """One iteration on `batches_needed()` batches of normalised (L, ab) on the device.
+        Returns the metrics as 0-d tensors on the device (learning rates as floats): reading
+        them waits for the device, so callers do it only when they report (`metric_values`)."""
         if len(batches) != self.batches_needed():
             raise ValueError(f"iteration {self.iter} needs {self.batches_needed()} batches, got {len(batches)}")
         self.G.train()
@@ -207,17 +223,17 @@ class GANTrainer:
             if self.in_adversarial_phase():
                 metrics.update(self._d_step(L, ab, fake))
         metrics.update(self._g_step(L, ab, fake))
-        metrics["lr/g"] = torch.tensor(self.opt_g.param_groups[0]["lr"])
+        metrics["lr/g"] = self.opt_g.param_groups[0]["lr"]
         with warnings.catch_warnings():
             # Schedules follow the generator iteration, also while D rests (pretraining) or
             # fp16 skipped a step; torch warns about that order, which is intended here.
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.sched_g.step()
             if self.adversarial:
-                metrics["lr/d"] = torch.tensor(self.opt_d.param_groups[0]["lr"])
+                metrics["lr/d"] = self.opt_d.param_groups[0]["lr"]
                 self.sched_d.step()
         self.iter += 1
-        return {k: float(v) for k, v in metrics.items()}
+        return metrics
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -255,18 +271,72 @@ class GANTrainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        torch_save_atomic(self.state_dict(), path)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GANTrainer:
-    """Rebuild a trainer (nets, optimizers, schedules, step, RNG) from a checkpoint file."""
+def metric_values(metrics: dict) -> dict[str, float]:
+    """The floats of `train_iteration`'s metrics: one wait for the device, at report time."""
+    keys = sorted(metrics)
+    tensors = [torch.as_tensor(metrics[k], dtype=torch.float64) if not torch.is_tensor(metrics[k])
+               else metrics[k].detach().to(torch.float64).cpu() for k in keys]
+    return dict(zip(keys, torch.stack(tensors).tolist())) if keys else {}
+
+
+def resolve_precision(params: Params, device: torch.device, batch: int, rank: int = 0, world_size: int = 1,
+                      log: Callable[[str], None] = print) -> Precision:
+    """train.amp / train.channels_last for this run. Rank 0 decides (for `auto`: from the cache
+    or by timing the real step at this per-worker batch, colorray.precision) and every
+    rank receives its choice, so all workers of a run compute in one mode."""
+    choice = None
+    if rank == 0:
+        size = params.data.image_size
+
+        def make_step(amp: str, channels_last: bool):
+            # The configured step in one mode, on random data, in its adversarial phase, with one
+            # critic step per generator step (the same kernels; n_critic only repeats them);
+            # eager (a torch.compile per mode would cost more than the probe's whole budget).
+            raw = params.model_dump(mode="json")
+            raw["train"].update(amp=amp, channels_last=channels_last, compile=False)
+            raw["gan"]["n_critic"] = 1
+            trainer = GANTrainer(parse_params(raw, origin="the precision probe"), device,
+                                 precision=Precision(amp, channels_last))
+            trainer.iter = params.gan.pretrain_iters
+            g = torch.Generator().manual_seed(0)
+            L = (torch.rand(batch, 1, size, size, generator=g) * 2 - 1).to(device)
+            ab = (torch.rand(batch, 2, size, size, generator=g) * 0.6 - 0.3).to(device)
+            batches = [(L, ab)] * trainer.batches_needed()
+            return lambda: trainer.train_iteration(batches)
+
+        t = params.train
+        choice = choose(t.amp, t.channels_last, device, as_workload(params, batch), make_step, log)
+        if choice.source != "explicit":
+            log(f"[colorray] {choice.summary()}")
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [choice]
+        torch.distributed.broadcast_object_list(box, src=0)
+        choice = box[0]
+    return choice
+
+
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint's state (tensors only: weights_only=True), checked to be colorray's."""
     state = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a colorray checkpoint")
-    trainer = GANTrainer(parse_params(state["params"], origin=f"{path} (params)"), device)
+    return state
+
+
+def checkpoint_params(path: str | Path) -> Params:
+    """The parameters a checkpoint was trained with, without building its trainer."""
+    return parse_params(read_checkpoint(path)["params"], origin=f"{path} (params)")
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", precision: Precision | None = None,
+                    log: Callable[[str], None] = print) -> GANTrainer:
+    """Rebuild a trainer (nets, optimizers, schedules, step, RNG) from a checkpoint file.
+    precision: as for GANTrainer (FP32 for a trainer that only reads or re-saves weights)."""
+    state = read_checkpoint(path, device)
+    trainer = GANTrainer(parse_params(state["params"], origin=f"{path} (params)"), device,
+                         precision=precision, log=log)
     trainer.load_state_dict(state)
     return trainer
