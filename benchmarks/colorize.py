@@ -23,20 +23,24 @@ from pathlib import Path
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 from colorray.colorize import colorize_files, find_inputs, load_model
-G, size = load_model(sys.argv[1])
+from colorray.precision import for_inference
+device = sys.argv[5]
+G, size = load_model(sys.argv[1], device)
+G = for_inference(G, size, 8, device)  # as `colorray colorize` runs it (probe or cache)
 loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 files = find_inputs([sys.argv[2]])
 start = time.perf_counter()
-r = colorize_files(G, size, files, Path(sys.argv[3]), progress=False, overwrite=True)
+r = colorize_files(G, size, files, Path(sys.argv[3]), progress=False, overwrite=True, device=device)
 seconds = time.perf_counter() - start
 assert not r["failed"] and len(r["written"]) == len(files), r
 print(json.dumps({"images": len(files), "seconds": seconds, "peak_rss_gib": resource.getrusage(
-    resource.RUSAGE_SELF).ru_maxrss / 2**20, "rss_after_load_gib": loaded}))
+    resource.RUSAGE_SELF).ru_maxrss / 2**20, "rss_after_load_gib": loaded, "precision": G.precision.label,
+    "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0}))
 """
 
 
-def run(model: Path, inputs: Path, out: Path, threads: int) -> dict:
-    p = subprocess.run([sys.executable, "-c", CHILD, str(model), str(inputs), str(out), str(threads)],
+def run(model: Path, inputs: Path, out: Path, threads: int, device: str = "cpu") -> dict:
+    p = subprocess.run([sys.executable, "-c", CHILD, str(model), str(inputs), str(out), str(threads), device],
                        capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -46,6 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench-colorize")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--folder-images", type=int, default=256)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     import numpy as np
     from PIL import Image
@@ -72,12 +77,14 @@ def main(argv=None) -> None:
         y, x = rng.integers(0, 512 - 64, 2)
         Image.fromarray(rgb[y:y + 64, x:x + 64]).convert("L").save(folder / f"{i:04d}.png")
 
-    big = run(models[256], photo, out / "out-12mp", args.threads)
-    small = run(models[64], folder, out / "out-small", args.threads)
-    print(f"12-MP photo (4000x3000), 256-px model, {args.threads} threads: {big['seconds']:.2f} s, "
-          f"peak RSS {big['peak_rss_gib']:.2f} GiB (after loading: {big['rss_after_load_gib']:.2f} GiB)")
-    print(f"{small['images']} 64-px images, 64-px model: {small['images'] / small['seconds']:.1f} images/s "
-          f"({small['seconds']:.2f} s), peak RSS {small['peak_rss_gib']:.2f} GiB")
+    big = run(models[256], photo, out / "out-12mp", args.threads, args.device)
+    small = run(models[64], folder, out / "out-small", args.threads, args.device)
+    gpu = lambda r: f", peak GPU memory {r['peak_gpu_gib']:.2f} GiB" if args.device.startswith("cuda") else ""  # noqa: E731
+    print(f"12-MP photo (4000x3000), 256-px model, {args.device}, {args.threads} threads, {big['precision']}: "
+          f"{big['seconds']:.2f} s, peak RSS {big['peak_rss_gib']:.2f} GiB (after loading: "
+          f"{big['rss_after_load_gib']:.2f} GiB){gpu(big)}")
+    print(f"{small['images']} 64-px images, 64-px model, {small['precision']}: {small['images'] / small['seconds']:.1f} "
+          f"images/s ({small['seconds']:.2f} s), peak RSS {small['peak_rss_gib']:.2f} GiB{gpu(small)}")
 
 
 if __name__ == "__main__":

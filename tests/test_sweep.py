@@ -87,6 +87,9 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
         row = by_trial[child.data.tags["colorray.trial_id"]]
         assert row["mlflow_run_id"] == child.info.run_id and child.info.status == "FINISHED"
         assert child.data.tags["colorray.outcome"] == row["outcome"]
+        # the mode the trial computed in (train.amp: auto, resolved in its worker)
+        assert child.data.tags["colorray.precision.amp"] in ("none", "bf16")
+        assert child.data.tags["colorray.precision.source"] in ("probe", "cache")
         assert child.data.params["gan.l1_weight"] == row["knob/gan/l1_weight"]  # same names as train
         assert child.data.params["train.iters"] == "8"
         # A stopped trial may train on for a moment before Tune's stop reaches it; iters_run counts that.
