@@ -199,8 +199,8 @@ DEFAULT_SPACE = {
     "gan.objective": {"choice": ["vanilla", "wgan"]},
     "gan.l1_weight": {"loguniform": [10, 300]},
     "gan.clip": {"loguniform": [0.005, 0.05]},
-    "gan.n_critic": {"randint": [1, 3]},
-    "train.batch_size": {"choice": [8, 16, 32]},
+    "gan.n_critic": {"randint": [1, 2]},
+    "train.batch_size": {"choice": [8, 16]},
     "data.dataset_size": {"choice": [512, 1024, None]},
 }
 
@@ -215,9 +215,9 @@ class TuneParams(_Section):
     metric: Literal["auto", "val/fid", "val/delta_cf", "val/l1"] = "auto"  # auto: fid if weights, else delta_cf
     search: Literal["optuna", "random", "grid"] = "optuna"
     scheduler: Literal["asha", "sha", "none"] = "asha"  # sha: synchronous successive halving
-    num_samples: int = Field(8, ge=1, le=100000)  # trials (grid: every point once, this is ignored)
+    num_samples: int = Field(4, ge=1, le=100000)  # trials (grid: every point once, this is ignored)
     max_concurrent_trials: int = Field(2, ge=1)
-    iters: int = Field(100, ge=1)  # generator iterations of a trial that is never stopped
+    iters: int = Field(60, ge=1)  # generator iterations of a trial that is never stopped
     report_every: int = Field(20, ge=1)  # val metrics + ASHA decision every N iterations
     grace_iters: int = Field(20, ge=1)  # ASHA / SHA: the first rung; no trial stops before it
     reduction_factor: float = Field(2.0, gt=1.0)  # ASHA / SHA: 1/rf of the trials go on at each rung
