@@ -1,20 +1,21 @@
 """Training-step throughput per precision mode, what `auto` chooses, and the share of the machine's peak.
 
-    python benchmarks/train_step.py [--iters 4] [--device cpu] [--archs default,demo]
+    python benchmarks/train_step.py [--iters 10] [--device cpu] [--archs default,demo]
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/train_step.py   # as an AVX2-only CPU
 
 For each architecture (the built-in default: pix2pix U-Net down to 1x1 + 70x70 PatchGAN; demo:
-the same at half width, params.yaml's embedded default) at 64 px, batch 32, one process:
-- every mode side by side (fp32 / bf16 / fp16-on-CUDA x contiguous / channels_last), each in a
-  fresh subprocess, img/s and achieved FLOP/s as a share of the machine's own peak (a large
-  fp32 matmul, and a bf16 one where the device has native bf16);
-- "pix2pix eager fp32": the same networks driven by a plain transcription of pix2pix's
-  optimize_parameters (junyanz/pytorch-CycleGAN-and-pix2pix), torch's default Adam: the reference;
+the same at half width, params.yaml's embedded default) at 64 px, batch 32, in a process of its own:
 - `auto` as a user gets it on a machine seen for the first time (an empty cache): the probe's
-  cost in seconds, the mode it chose, that mode's img/s, and its ratio to the fastest mode
-  measured in the same run (target >= 0.95).
+  cost in seconds (trainer construction included) and the mode it chose;
+- every mode (fp32 / bf16 / fp16-on-CUDA x contiguous / channels_last) and "pix2pix eager
+  fp32" (the same networks driven by a plain transcription of pix2pix's optimize_parameters,
+  junyanz/pytorch-CycleGAN-and-pix2pix, with torch's default Adam: the reference) side by side,
+  taking turns one iteration each per round, so a drift of the machine's speed touches them all
+  alike; img/s and achieved FLOP/s as a share of the machine's own peak (a large fp32 matmul,
+  and a bf16 one where the device has native bf16);
+- auto's choice against the fastest mode of the same rounds (target: >= 0.95).
 Modes `auto` does not consider on this device (bf16 where it is emulated) are still measured,
-with fewer iterations, so the table shows why.
+once, so the table shows why.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 ARCHS = {"default": {"preset": None}, "demo": {"preset": "demo"}}
+WARMUP = 3  # untimed iterations before the timed ones (one only for a mode slower than 10 s)
 
 
 def pix2pix_reference(G, D, opt_g, opt_d, L, ab, lambda_l1=100.0):
@@ -70,59 +72,60 @@ def peak_flops(device: str, dtype: torch.dtype, n: int = 2048, seconds: float = 
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def run_one(arch: str, size: int, batch: int, mode: str, iters: int, device: str) -> dict:
-    """One configuration in this process. mode: 'pix2pix', 'auto', or 'amp/layout'."""
+def run_arch(arch: str, size: int, batch: int, iters: int, device: str) -> dict:
+    """One architecture, in this process: `auto` from an empty cache (the probe's cost and
+    choice), then every mode and the pix2pix reference side by side, taking turns one iteration
+    each per round (WARMUP untimed rounds, then `iters` timed), so the machine's drift touches
+    them all alike. A mode slower than 10 s an iteration (emulated bf16) is timed once."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from colorray.config import parse_params
     from colorray.precision import FP32, Precision
     from colorray.train.step import GANTrainer
 
-    raw = {**ARCHS[arch], "data": {"image_size": size}, "train": {"batch_size": batch}}
+    params = parse_params({**ARCHS[arch], "data": {"image_size": size}, "train": {"batch_size": batch}})
+    os.environ["COLORRAY_CACHE_DIR"] = tempfile.mkdtemp(prefix="colorray-bench-cache-")  # a new machine
+    t0 = time.perf_counter()
+    auto = GANTrainer(params, device, log=lambda m: None)
+    probe_s, chosen = time.perf_counter() - t0, auto.precision
+    del auto
     g = torch.Generator().manual_seed(0)
     L = (torch.rand(batch, 1, size, size, generator=g) * 2 - 1).to(device)
     ab = (torch.rand(batch, 2, size, size, generator=g) * 0.6 - 0.3).to(device)
-    probe_s, chosen = 0.0, None
-    if mode == "pix2pix":  # pix2pix's own optimizers: torch's default Adam, fp32, contiguous
-        trainer = GANTrainer(parse_params(raw), device, precision=FP32)
-        opt_g = torch.optim.Adam(trainer.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(trainer.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        step = lambda: pix2pix_reference(trainer.G, trainer.D, opt_g, opt_d, L, ab)  # noqa: E731
-    else:
-        if mode == "auto":  # a machine seen for the first time: an empty cache
-            os.environ["COLORRAY_CACHE_DIR"] = tempfile.mkdtemp(prefix="colorray-bench-cache-")
-            t0 = time.perf_counter()
-            trainer = GANTrainer(parse_params(raw), device, log=lambda m: None)
-            probe_s = time.perf_counter() - t0
-            chosen = trainer.precision.label
-        else:
-            amp, layout = mode.split("/")
-            trainer = GANTrainer(parse_params(raw), device,
-                                 precision=Precision("none" if amp == "fp32" else amp, layout == "channels_last"))
-        step = lambda: trainer.train_iteration([(L, ab)] * trainer.batches_needed())  # noqa: E731
+    steps = {}
+    ref = GANTrainer(params, device, precision=FP32)  # pix2pix's own optimizers: default Adam, fp32
+    opt_g = torch.optim.Adam(ref.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(ref.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    steps["pix2pix"] = lambda: pix2pix_reference(ref.G, ref.D, opt_g, opt_d, L, ab)  # noqa: E731
+    trainers = {}
+    for mode in modes(device):
+        amp, layout = mode.split("/")
+        trainers[mode] = GANTrainer(params, device, precision=Precision(
+            "none" if amp == "fp32" else amp, layout == "channels_last"))
+        steps[mode] = (lambda t: lambda: t.train_iteration([(L, ab)] * t.batches_needed()))(trainers[mode])
     # FLOPs of one iteration, counted on the eager fp32 path (the same arithmetic in any mode).
-    eager = GANTrainer(parse_params(raw), device, precision=FP32)
     with FlopCounterMode(display=False) as counter:
-        eager.train_iteration([(L, ab)] * eager.batches_needed())
+        trainers["fp32/contiguous"].train_iteration([(L, ab)])
     flops = counter.get_total_flops()
-    del eager
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    t0 = time.perf_counter()
-    step()  # warm-up
-    sync()
-    warm = time.perf_counter() - t0
-    n = iters if warm < 10 else 1  # an emulated mode: one timed iteration is enough to show it
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    dt = sorted(times)[len(times) // 2]  # the median iteration
-    return {"s_per_iter": dt, "img_per_s": batch / dt, "flops": flops, "achieved": flops / dt,
-            "probe_s": probe_s, "chosen": chosen, "timed": n,
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "threads": torch.get_num_threads()}
+    times: dict[str, list[float]] = {m: [] for m in steps}
+    for r in range(WARMUP + iters):
+        for m, step in steps.items():
+            if times[m] and times[m][-1] > 10:
+                continue  # emulated: its one timed iteration says enough
+            t0 = time.perf_counter()
+            step()
+            sync()
+            dt = time.perf_counter() - t0
+            if r >= WARMUP or dt > 10:  # a mode slower than 10 s is warmed up once, then timed once
+                times[m].append(dt)
+    rows = {}
+    for m, ts in times.items():
+        dt = sorted(ts)[len(ts) // 2]  # the median iteration
+        rows[m] = {"s_per_iter": dt, "img_per_s": batch / dt, "achieved": flops / dt, "timed": len(ts)}
+    return {"rows": rows, "flops": flops, "probe_s": probe_s, "chosen": chosen.label,
+            "probe_seconds": chosen.seconds, "threads": torch.get_num_threads(),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 def modes(device: str) -> list[str]:
@@ -130,9 +133,9 @@ def modes(device: str) -> list[str]:
     return [f"{a}/{layout}" for a in amps for layout in ("contiguous", "channels_last")]
 
 
-def _sub(args, *one) -> dict:
+def _sub(args, arch: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--iters", str(args.iters), "--device", args.device,
-                          "--one", json.dumps(one)], capture_output=True, text=True)
+                          "--one", json.dumps([arch, args.size, args.batch])], capture_output=True, text=True)
     if out.returncode:
         sys.exit(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -140,15 +143,15 @@ def _sub(args, *one) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--archs", default="default,demo")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one architecture as JSON
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(*json.loads(args.one), args.iters, args.device)))
+        print(json.dumps(run_arch(*json.loads(args.one), args.iters, args.device)))
         return
 
     from colorray.precision import cpu_description, device_signature, native_cpu_bf16
@@ -163,32 +166,32 @@ def main(argv=None) -> None:
     print(f"device: {device_signature(dev) if dev.type == 'cuda' else cpu_description()}")
     print("peak (2048^3 matmul): " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
           + ("" if native_bf16 else "; bf16: no native support (emulated), no peak"), flush=True)
-    print("\n| arch | mode | img/s | s/iter | GFLOP/s | share of peak | peak RSS |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| arch | mode | img/s | s/iter | GFLOP/s | share of its peak |")
+    print("|---|---|---|---|---|---|")
     summary = []
     for arch in args.archs.split(","):
-        rows = {}
-        for mode in ["pix2pix"] + modes(args.device) + ["auto"]:
-            r = rows[mode] = _sub(args, arch, args.size, args.batch, mode)
-            amp = "fp32" if mode in ("pix2pix", "auto") else mode.split("/")[0]
-            if mode == "auto":
-                amp = r["chosen"].split("/")[0]
-            peak = peaks.get(amp)
-            share = f"{100 * r['achieved'] / peak:.1f}%" if peak else "n/a"
-            name = {"pix2pix": "pix2pix eager fp32 (reference)",
-                    "auto": f"auto -> {r['chosen']} (probe {r['probe_s']:.1f} s)"}.get(mode, mode)
-            timed = f" ({r['timed']} timed)" if r["timed"] < args.iters else ""
-            print(f"| {arch} | {name} | {r['img_per_s']:.1f}{timed} | {r['s_per_iter']:.3f} | "
-                  f"{r['achieved'] / 1e9:.0f} | {share} | {r['peak_rss_gib']:.2f} GiB |", flush=True)
-        fastest = max(modes(args.device), key=lambda m: rows[m]["img_per_s"])
-        auto = rows["auto"]
-        summary.append(f"{arch} ({args.size} px, batch {args.batch}, {auto['flops'] / args.batch / 1e9:.2f} GFLOP/img): "
-                       f"auto chose {auto['chosen']} in a {auto['probe_s']:.1f} s probe (trainer construction "
-                       f"included): {auto['img_per_s']:.1f} img/s; fastest mode measured: {fastest} "
-                       f"{rows[fastest]['img_per_s']:.1f} img/s; auto / fastest = "
-                       f"{auto['img_per_s'] / rows[fastest]['img_per_s']:.2f}; fastest / pix2pix reference = "
-                       f"{rows[fastest]['img_per_s'] / rows['pix2pix']['img_per_s']:.2f}x")
-    print(f"\n{auto['threads']} torch threads, {args.iters} timed iterations each (median)")
+        r = _sub(args, arch)
+        for mode, row in r["rows"].items():
+            amp = "fp32" if mode == "pix2pix" else mode.split("/")[0]
+            share = f"{100 * row['achieved'] / peaks[amp]:.1f}%" if amp in peaks else "n/a (emulated)"
+            name = {"pix2pix": "pix2pix eager fp32 (reference)"}.get(mode, mode)
+            if mode == r["chosen"]:
+                name = f"**{name} (auto's choice)**"
+            timed = f" ({row['timed']} timed)" if row["timed"] < args.iters else ""
+            print(f"| {arch} | {name} | {row['img_per_s']:.1f}{timed} | {row['s_per_iter']:.3f} | "
+                  f"{row['achieved'] / 1e9:.0f} | {share} |", flush=True)
+        own = {m: row for m, row in r["rows"].items() if m != "pix2pix"}
+        fastest = max(own, key=lambda m: own[m]["img_per_s"])
+        auto = own[r["chosen"]]
+        probe = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["probe_seconds"].items(), key=lambda kv: kv[1]))
+        summary.append(f"{arch} ({args.size} px, batch {args.batch}, {r['flops'] / args.batch / 1e9:.2f} GFLOP/img, "
+                       f"peak RSS {r['peak_rss_gib']:.2f} GiB): auto chose {r['chosen']} in a {r['probe_s']:.1f} s probe "
+                       f"(trainer construction included; s/iter: {probe}) -> {auto['img_per_s']:.1f} img/s; "
+                       f"fastest mode measured: {fastest} {own[fastest]['img_per_s']:.1f} img/s; "
+                       f"auto / fastest = {auto['img_per_s'] / own[fastest]['img_per_s']:.2f}; "
+                       f"fastest / pix2pix reference = {own[fastest]['img_per_s'] / r['rows']['pix2pix']['img_per_s']:.2f}x")
+    print(f"\n{r['threads']} torch threads; {WARMUP} untimed + {args.iters} timed rounds, the modes taking turns "
+          "(median iteration)")
     for line in summary:
         print(line)
 

@@ -32,7 +32,7 @@ import torch
 from colorray.atomic import write_json_atomic
 
 PROBE_BUDGET_S = 20.0  # the whole probe, on the default architecture at 64 px, batch 32, 2 cores
-SLOWER = 1.5  # a mode whose first timed iteration takes this times the best so far is not timed again
+SLOWER = 1.5  # a mode this many times slower than the best is not timed again
 CACHE_FILE = "precision.json"
 
 
@@ -191,30 +191,31 @@ def remember(key: str, choice: Precision, signature: str, workload: dict) -> Non
 
 def measure(modes: list[tuple[str, bool]], make_step: Callable[[str, bool], Callable[[], None]],
             sync: Callable[[], None] = lambda: None, budget_s: float = PROBE_BUDGET_S) -> dict[str, float]:
-    """Seconds per iteration of each mode: one warm-up iteration (kernel selection, allocator),
-    then the fastest of up to 5 timed ones while the mode's share of the budget lasts (at least
-    one). A mode already clearly slower than the best (SLOWER) is not timed again."""
-    share = budget_s / max(1, len(modes))
-    seconds: dict[str, float] = {}
+    """Seconds per iteration of each mode. Every mode is built and run once untimed (kernel
+    selection, allocator pools), then the modes take turns, one timed iteration each per round,
+    so a drift of the machine's speed (another process, clocks) touches them all alike; up to 5
+    rounds while the budget lasts (at least one). A mode clearly slower than the best (SLOWER) is
+    dropped from later rounds. Returns each mode's fastest iteration."""
+    t_start = time.perf_counter()
+    steps: dict[str, Callable[[], None]] = {}
     for amp, cl in modes:
-        step = make_step(amp, cl)
-        t0 = time.perf_counter()
-        step()
+        steps[mode_label(amp, cl)] = make_step(amp, cl)
+        steps[mode_label(amp, cl)]()
         sync()
-        spent = time.perf_counter() - t0
-        times: list[float] = []
-        best = min(seconds.values(), default=math.inf)
-        while len(times) < 5:
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    active = list(steps)
+    for _ in range(5):
+        for label in active:
             t0 = time.perf_counter()
-            step()
+            steps[label]()
             sync()
-            times.append(time.perf_counter() - t0)
-            spent += times[-1]
-            if times[-1] > SLOWER * best or spent + min(times) > share:
-                break
-        seconds[mode_label(amp, cl)] = min(times)
-        del step
-    return seconds
+            times[label].append(time.perf_counter() - t0)
+        best = min(min(v) for v in times.values() if v)
+        active = [label for label in active if min(times[label]) <= SLOWER * best]
+        if time.perf_counter() - t_start + sum(min(times[label]) for label in active) > budget_s:
+            break
+    steps.clear()
+    return {label: min(v) for label, v in times.items()}
 
 
 def choose(amp: str, channels_last: str | bool, device: torch.device, workload: dict,

@@ -62,7 +62,7 @@ def test_a_clearly_slower_mode_is_timed_once(cache, monkeypatch):
 
     choice = prec.choose("auto", "auto", CPU, {"w": 1}, make_step, log=lambda m: None)
     assert choice.amp == "none"
-    assert runs["bf16/contiguous"] == runs["bf16/channels_last"] == 2  # warm-up + one timed
+    assert runs["bf16/contiguous"] == runs["bf16/channels_last"] == 2  # warm-up + one timed round
     assert runs["fp32/contiguous"] >= 3
 
 

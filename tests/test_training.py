@@ -8,7 +8,7 @@ from colorray.config import parse_params
 from colorray.presets import PRESETS
 from colorray.train.loop import train_local
 from colorray.train.schedules import lr_factor
-from colorray.train.step import GANTrainer, load_checkpoint
+from colorray.train.step import GANTrainer, checkpoint_params, load_checkpoint
 
 TINY = {"model": {"g_channels": 4, "g_channels_max": 16, "d_channels": 4}, "data": {"image_size": 32}}
 
@@ -114,6 +114,17 @@ def test_checkpoint_is_self_describing_and_loads_with_weights_only(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_a_truncated_checkpoint_is_a_named_error_not_a_torch_traceback(tmp_path):
+    trainer = GANTrainer(_params(train={"amp": "none", "channels_last": False}))
+    trainer.save(tmp_path / "ck.pt")
+    data = (tmp_path / "ck.pt").read_bytes()
+    (tmp_path / "ck.pt").write_bytes(data[: len(data) // 2])  # a copy cut off half-way
+    with pytest.raises(ValueError, match=r"ck\.pt: not a readable colorray checkpoint .*train\.resume: false"):
+        checkpoint_params(tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=r"ck\.pt: not a readable colorray checkpoint"):
+        load_checkpoint(tmp_path / "ck.pt")
 
 
 @pytest.mark.slow

@@ -11,14 +11,16 @@ path, and callers report FID as unavailable. The extractor is injectable, so the
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 from unittest import mock
 
 import numpy as np
 import torch
+
+from colorray.atomic import write_bytes_atomic
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # the name pytorch-fid's URL ends with
 DIMS = 2048
@@ -97,9 +99,8 @@ def cached_statistics(key: str, cache_dir: Path, batches: Callable[[], Iterable[
         with np.load(path) as z:
             return z["mu"], z["sigma"], int(z["n"])
     mu, sigma, n = activation_statistics(batches(), extractor)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma, n=n, about=json.dumps({"key": key, "detector": detector}))
-    os.replace(tmp, path)
+    npz = io.BytesIO()
+    np.savez(npz, mu=mu, sigma=sigma, n=n, about=json.dumps({"key": key, "detector": detector}))
+    write_bytes_atomic(path, npz.getvalue())
     return mu, sigma, n
 

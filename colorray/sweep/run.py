@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from colorray.atomic import write_text_atomic
+from colorray.atomic import write_bytes_atomic, write_text_atomic
 from colorray.config import ConfigError, Params, TuneParams, flatten, parse_params
 from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
 
@@ -280,13 +281,12 @@ def _best(rows: list[dict]) -> dict:
 def _write_csv(rows: list[dict], path: Path) -> None:
     # "/" not "." in column names: Vega-Lite (dvc plots) reads a dot as a nested field.
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[k.replace(".", "/") for k in fields])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k.replace(".", "/"): "null" if v is None else v for k, v in r.items()})
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=[k.replace(".", "/") for k in fields])
+    w.writeheader()
+    for r in rows:
+        w.writerow({k.replace(".", "/"): "null" if v is None else v for k, v in r.items()})
+    write_text_atomic(path, text.getvalue())
 
 
 def _plot(rows: list[dict], knobs: dict[str, Knob], metric: str, path: Path) -> None:
@@ -322,10 +322,10 @@ def _plot(rows: list[dict], knobs: dict[str, Knob], metric: str, path: Path) -> 
     axes[0][0].legend(fontsize="small")
     fig.suptitle(f"{metric} (lower is better) of each trial at its last report")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, png.getvalue())
 
 
 def _best_yaml(best: dict, knobs: dict[str, Knob], name: str, parent: str) -> str:

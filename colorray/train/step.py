@@ -319,8 +319,15 @@ def resolve_precision(params: Params, device: torch.device, batch: int, rank: in
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint's state (tensors only: weights_only=True), checked to be colorray's."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    """A checkpoint's state (tensors only: weights_only=True), checked to be colorray's. A file
+    that does not load (truncated, corrupt, not torch's) is a ValueError naming it."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # RuntimeError, UnpicklingError, EOFError...: the file, not the code
+        raise ValueError(f"{path}: not a readable colorray checkpoint ({type(e).__name__}: {e}); "
+                         "delete it, or train afresh (train.resume: false / --fresh)") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a colorray checkpoint")
     return state
