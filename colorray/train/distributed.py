@@ -28,6 +28,7 @@ from colorray.data.loader import make_loader
 from colorray.models.files import save_generator
 from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
 from colorray.precision import FP32
+from colorray.progress import format_seconds
 from colorray.train.step import GANTrainer, checkpoint_params, load_checkpoint, metric_values
 
 EXPERIMENT = "colorray"
@@ -103,6 +104,7 @@ def train_loop_per_worker(config: dict) -> None:
     write_json_atomic(run_dir / f"worker-{rank}.json", status)
 
     images, start = 0, time.perf_counter()
+    run_start, first = start, trainer.iter
     while trainer.iter < end:
         batches = [rgb_uint8_to_lab(next(stream)["rgb"], device) for _ in range(trainer.batches_needed())]
         metrics = trainer.train_iteration(batches)
@@ -121,6 +123,11 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["epoch"] = trainer.data_position["epoch"] + trainer.data_position["batch"] / max(1, len(loader))
         metrics["iter"] = trainer.iter
         if rank == 0:
+            spent = time.perf_counter() - run_start
+            left = spent / (trainer.iter - first) * (end - trainer.iter)
+            print(f"[colorray] iteration {trainer.iter}/{end} ({100 * trainer.iter // end}%), {format_seconds(spent)}"
+                  f"{', ~' + format_seconds(left) + ' left' if not last else ''}; {metrics['img/s']:.1f} img/s, "
+                  f"loss/g/l1 {metrics.get('loss/g/l1', float('nan')):.4f}", flush=True)
             if trainer.iter % r.eval_every == 0 or last:
                 val, grid = validate(trainer.G, Path(config["shards"]), device, fid=fid,
                                      fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
