@@ -73,6 +73,7 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
     # train.amp: auto, resolved by the worker and recorded with the run's metrics
     assert train_json["precision"]["amp"] in ("none", "bf16") and train_json["precision"]["source"] in ("probe", "cache")
     assert _train_run(proj).data.tags["colorray.precision.amp"] == train_json["precision"]["amp"]
+    assert isinstance(train_json["precision"]["channels_last"], bool) and train_json["precision"]["probe_s"] >= 0
     shown = _sh(["dvc", "metrics", "show"], proj, env)
     assert "loss/d" in shown and "eval/metrics.json" in shown and "gan.delta_cf" in shown
     _check_mlflow(proj)

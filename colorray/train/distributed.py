@@ -166,9 +166,18 @@ def _history(client, run_id: str) -> list[dict]:
 
 
 def run_precision(client, run_id: str) -> dict:
-    """The mode a run computed in, as its rank 0 tagged it (precision.tags())."""
+    """The mode a run computed in, as its rank 0 tagged it (precision.tags()), with the tags'
+    strings read back as numbers and booleans (dvc metrics shows and compares those)."""
+    def value(text: str):
+        if text in ("True", "False"):
+            return text == "True"
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
     tags = client.get_run(run_id).data.tags
-    return {k[len(PRECISION_TAG):]: v for k, v in tags.items() if k.startswith(PRECISION_TAG)}
+    return {k[len(PRECISION_TAG):]: value(v) for k, v in tags.items() if k.startswith(PRECISION_TAG)}
 
 
 def _write_outputs(history: list[dict], metrics_dir: Path, precision: dict) -> tuple[Path, Path]:
