@@ -253,21 +253,14 @@ _warned = False
 
 
 def warn_emulated_bf16() -> None:
-    """Once per process: explicit bf16 on a CPU that emulates it, with the slowdown measured on
-    this device if an earlier probe or benchmark timed both."""
+    """Once per process: explicit bf16 on a CPU that emulates it (auto never tries it there)."""
     global _warned
     if _warned:
         return
     _warned = True
-    measured = ""
-    for entry in _read_cache(cache_path()).values():
-        s = entry.get("seconds", {}) if isinstance(entry, dict) else {}
-        fp32, bf16 = s.get("fp32/contiguous"), s.get("bf16/contiguous")
-        if entry.get("device") == device_signature(torch.device("cpu")) and fp32 and bf16:
-            measured = f" (measured here: {bf16 / fp32:.1f}x slower than fp32)"
-            break
     warnings.warn(f"train.amp=bf16 on a CPU without native bf16 ({cpu_description()}): autocast emulates it, "
-                  f"typically 20x slower than fp32{measured}; use train.amp: auto or none", stacklevel=3)
+                  "about 20x slower than fp32 on AVX2 EPYCs (20-32x in docs/benchmarks.md); use train.amp: auto "
+                  "or none", stacklevel=3)
 
 
 def as_workload(params, batch: int) -> dict:
