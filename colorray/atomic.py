@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,3 +42,40 @@ def torch_save_atomic(obj, path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes_atomic(path, buf.getvalue())
+
+
+# ---- folders: swapped in whole, recoverably, and only over colorray's own -----------------------
+
+def check_replaceable(target: str | Path, marker: str) -> None:
+    """Refuse to replace `target` unless it is absent, empty, or holds colorray's `marker` file
+    (a typo in --out must never delete someone's folder)."""
+    target = Path(target)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise FileExistsError(f"{target}: exists and is not a folder; refusing to replace it")
+    if target.is_dir() and not (target / marker).is_file() and any(target.iterdir()):
+        raise FileExistsError(f"{target}: exists and is not a colorray output (it has no {marker}); refusing "
+                              "to replace it. Choose another output folder, or move it away yourself.")
+
+
+def recover_dir(target: str | Path) -> None:
+    """Finish a swap that was killed between its two renames: without `target`, the previous
+    version (`target.old`) comes back; with it, the leftover `target.old` goes."""
+    target = Path(target)
+    old = target.with_name(target.name + ".old")
+    if old.is_dir() and not old.is_symlink():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, target)
+
+
+def replace_dir(new: str | Path, target: str | Path) -> None:
+    """Put the complete folder `new` in place of `target`: target -> target.old, new -> target,
+    then target.old is removed. Killed anywhere, `recover_dir(target)` leaves a whole folder."""
+    new, target = Path(new), Path(target)
+    old = target.with_name(target.name + ".old")
+    recover_dir(target)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

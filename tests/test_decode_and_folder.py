@@ -106,14 +106,17 @@ def test_folder_source_shards_every_good_file_and_names_every_bad_one(tmp_path):
     fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
     manifest = write_shards(cfg, tmp_path / "raw", tmp_path / "shards", progress=False)
 
+    # A file without an image extension is not even copied: named in the manifest's ignored list.
+    not_copied = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in manifest["ignored"]}
+    assert set(not_copied) == {"notes.txt"} and "not an image file extension" in not_copied["notes.txt"]
     dropped = {d["key"]: d["reason"] for d in manifest["dropped"]}
-    assert set(dropped) == set(bad_files())
+    assert set(dropped) | set(not_copied) == set(bad_files())
     for name, (_, reason) in bad_files().items():
-        assert reason in dropped[name]
+        assert reason in dropped.get(name, not_copied.get(name))
     sharded = _shard_keys(tmp_path / "shards")
     assert set(sharded) == set(good_files())
     assert sharded["album/nested/deep.JPEG"] == "album"  # label: the top-level folder
-    assert manifest["inputs"] == manifest["kept"] + len(manifest["dropped"]) == 16
+    assert manifest["inputs"] == manifest["kept"] + len(manifest["dropped"]) == 15
 
 
 def test_near_grayscale_images_are_dropped_when_asked(tmp_path):

@@ -63,6 +63,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         start = int(rng.split("=")[1].rstrip("-")) if rng else 0
         body = PAYLOAD[start:]
         self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -2,9 +2,12 @@
 
 Every member is checked before anything is written: a member that would land outside the
 target folder (``..``, an absolute path, a drive letter), a link of any kind, a device or
-FIFO, or a total uncompressed size over the bound refuses the whole archive. Extraction
-goes to a temporary sibling folder that is renamed into place at the end, so the target
-is either absent or complete.
+FIFO, a duplicate name, or a total uncompressed size over the bound refuses the whole
+archive. Tar headers are read one at a time with running bounds (a GNU long-name or PAX
+header may not exceed MAX_HEADER_BYTES, the archive MAX_MEMBERS members), so a small
+hostile archive cannot make the listing itself take gigabytes. Extraction goes to a
+temporary sibling folder that is renamed into place at the end, so the target is either
+absent or complete.
 """
 
 from __future__ import annotations
@@ -16,38 +19,79 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+MAX_MEMBERS = 5_000_000  # Places365's full training archive has 1.8 M
+MAX_HEADER_BYTES = 1 << 16  # a long name or PAX header: 64 KiB is far beyond any real path
+MAX_NAME_CHARS = 4096  # PATH_MAX on Linux
+
 
 class UnsafeArchiveError(ValueError):
     pass
 
 
 def _check_name(archive: Path, name: str) -> PurePosixPath:
+    if len(name) > MAX_NAME_CHARS:
+        raise UnsafeArchiveError(f"{archive}: a member name of {len(name):,} characters (over {MAX_NAME_CHARS}); refused")
     norm = name.replace("\\", "/")
     p = PurePosixPath(norm)
     if norm.startswith("/") or p.is_absolute() or (len(norm) > 1 and norm[1] == ":"):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refused")
     if ".." in p.parts:
         raise UnsafeArchiveError(f"{archive}: member {name!r} escapes the target folder; refused")
+    if "\x00" in name:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has a NUL character in its name; refused")
     return p
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses oversized GNU long-name/long-link and PAX headers before
+    tarfile reads them whole into memory."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) and self.size > MAX_HEADER_BYTES:
+            raise UnsafeArchiveError(f"{tarfile_.name}: a {self.size:,}-byte extended header "
+                                     f"(long name or PAX; over {MAX_HEADER_BYTES:,}); refused")
+        return super()._proc_member(tarfile_)
+
+
+def _counted(archive: Path, members):
+    seen: set[str] = set()
+    for i, (m, name, size) in enumerate(members):
+        if i >= MAX_MEMBERS:
+            raise UnsafeArchiveError(f"{archive}: more than {MAX_MEMBERS:,} members; refused")
+        key = str(_check_name(archive, name)).rstrip("/")
+        if key in seen:
+            raise UnsafeArchiveError(f"{archive}: member {name!r} appears twice (one would overwrite the other); refused")
+        seen.add(key)
+        yield m, name, size
 
 
 def _zip_members(archive: Path, zf: zipfile.ZipFile):
     for info in zf.infolist():
-        _check_name(archive, info.filename)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; refused")
-        yield info, info.file_size
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: no type recorded (a plain file)
+            raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a special file; refused")
+        yield info, info.filename, info.file_size
 
 
 def _tar_members(archive: Path, tf: tarfile.TarFile):
-    for m in tf.getmembers():
-        _check_name(archive, m.name)
+    while (m := tf.next()) is not None:  # one header at a time (getmembers reads them all first)
         if m.issym() or m.islnk():
             raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a link; refused")
         if not (m.isfile() or m.isdir()):
-            raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a special file; refused")
-        yield m, m.size
+            raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a special file (device or FIFO); refused")
+        yield m, m.name, m.size
+
+
+def _open(archive: Path):
+    if zipfile.is_zipfile(archive):
+        return zipfile.ZipFile(archive), _zip_members
+    try:
+        return tarfile.open(archive, tarinfo=_BoundedTarInfo), _tar_members
+    except tarfile.ReadError:
+        raise UnsafeArchiveError(f"{archive}: neither a zip nor a tar archive") from None
 
 
 def extract(archive: Path, dest: Path, max_bytes: int, select=None) -> Path:
@@ -61,28 +105,32 @@ def extract(archive: Path, dest: Path, max_bytes: int, select=None) -> Path:
         raise FileExistsError(f"{dest}: already exists; remove it first")
     tmp = dest.with_name(dest.name + ".extracting")
     shutil.rmtree(tmp, ignore_errors=True)
-    if zipfile.is_zipfile(archive):
-        opener, lister = zipfile.ZipFile, _zip_members
-    elif tarfile.is_tarfile(archive):
-        opener, lister = tarfile.open, _tar_members
-    else:
-        raise UnsafeArchiveError(f"{archive}: neither a zip nor a tar archive")
-    with opener(archive) as af:
-        members = list(lister(archive, af))  # validate everything before writing anything
-        if select is not None:
-            members = [(m, size) for m, size in members if select(getattr(m, "filename", None) or m.name)]
-        total = sum(size for _, size in members)
-        if total > max_bytes:
-            raise UnsafeArchiveError(
-                f"{archive}: would extract {total / 1e9:.2f} GB, over the bound of "
-                f"{max_bytes / 1e9:.2f} GB (data.max_extract_gb)"
-            )
+    try:
+        af, lister = _open(archive)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError) as e:
+        raise UnsafeArchiveError(f"{archive}: cannot be read as an archive ({e})") from None
+    with af:
+        try:  # validate everything before writing anything
+            members, total = [], 0
+            for m, name, size in _counted(archive, lister(archive, af)):
+                if select is None or select(name):
+                    members.append(m)
+                    total += size
+                    if total > max_bytes:
+                        raise UnsafeArchiveError(
+                            f"{archive}: would extract {total / 1e9:.2f} GB or more, over the bound of "
+                            f"{max_bytes / 1e9:.2f} GB (data.max_extract_gb)")
+        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
+            raise UnsafeArchiveError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
         tmp.mkdir(parents=True)
         try:
             if isinstance(af, zipfile.ZipFile):
-                af.extractall(tmp, members=[m for m, _ in members])
+                af.extractall(tmp, members=members)
             else:
-                af.extractall(tmp, members=[m for m, _ in members], filter="data")
+                af.extractall(tmp, members=members, filter="data")
+        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UnsafeArchiveError(f"{archive}: a member cannot be extracted ({type(e).__name__}: {e})") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -3,6 +3,11 @@
 Handles what real photo collections contain: zero-byte and truncated files, non-images,
 CMYK JPEGs, 16-bit PNG/TIFF, palette images (with transparency), alpha channels (composited
 on white, as a print would show them) and EXIF orientation.
+
+Hostile files are refused with a reason, never decoded: only the formats listed in FORMATS
+are opened (a `photo.jpg` holding PostScript never reaches Ghostscript), the size in the
+header is checked before any pixel is decoded (`max_pixels`), animated and multi-frame files
+are refused, and any other decoder failure of one file is that file's `BadImage`.
 """
 
 from __future__ import annotations
@@ -14,12 +19,23 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-
+# The Pillow formats colorray opens (JPEG includes MPO, the multi-picture JPEG many cameras
+# write). Every other Pillow plugin (EPS through Ghostscript, PSD, ICNS, ...) is never tried.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+# Pixels one image may have (Pillow's own bomb limit): its decoded RGB takes 3 bytes a pixel.
+MAX_PIXELS = 89_478_485
+# Bytes one image file may have (a 16-bit TIFF scan of a large print is a few hundred MB).
+MAX_FILE_BYTES = 1 << 30
+# Longest over shortest side the training crop accepts: a 1 x 2,000,000 strip is no photo.
+MAX_ASPECT = 20.0
 
 # File signatures of the formats we read: a file that has one but does not decode is
 # reported as corrupt, not as "not an image".
 SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP",
               b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
+# Formats Pillow could open but colorray refuses, named in the reason.
+REFUSED_SIGNATURES = {b"%!PS": "PostScript/EPS", b"\xc5\xd0\xd3\xc6": "PostScript/EPS", b"8BPS": "Photoshop PSD",
+                      b"%PDF": "PDF", b"icns": "ICNS", b"\x00\x00\x01\x00": "ICO"}
 
 
 class BadImage(ValueError):
@@ -58,41 +74,74 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def _check_header(img: Image.Image, max_pixels: int) -> None:
+    """Refuse by what the header says, before a single pixel is decoded."""
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise BadImage(f"unusable image size {w}x{h} (a zero dimension)")
+    if w * h > max_pixels:
+        raise BadImage(f"{w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of {max_pixels / 1e6:.0f}")
+    # MPO's extra frames are the camera's previews of the same photo: its first frame is the photo.
+    if img.format != "MPO" and (getattr(img, "is_animated", False) or getattr(img, "n_frames", 1) > 1):
+        raise BadImage(f"animated or multi-frame {img.format} ({getattr(img, 'n_frames', '?')} frames): "
+                       "colorray reads single images only")
+
+
+def _unidentified(data: bytes) -> BadImage:
+    refused = next((f for sig, f in REFUSED_SIGNATURES.items() if data.startswith(sig)), None)
+    if refused is not None:
+        return BadImage(f"{refused} file, not an accepted image format ({', '.join(FORMATS)})")
+    fmt = next((f for sig, f in SIGNATURES.items() if data.startswith(sig)), None)
+    if fmt is not None:
+        return BadImage(f"corrupt image ({fmt} signature, but it does not decode)")
+    return BadImage("not an image (unrecognised format)")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to (H, W, 3) uint8 RGB, or raise BadImage with the reason."""
     if len(data) == 0:
         raise BadImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+                _check_header(img, max_pixels)
                 img.load()  # forces the full decode: truncation shows up here
                 arr = to_rgb(img)
+    except BadImage:
+        raise
     except UnidentifiedImageError:
-        fmt = next((f for sig, f in SIGNATURES.items() if data.startswith(sig)), None)
-        if fmt is not None:
-            raise BadImage(f"corrupt image ({fmt} signature, but it does not decode)") from None
-        raise BadImage("not an image (unrecognised format)") from None
+        raise _unidentified(data) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image ({e})") from None
+    except MemoryError:
+        raise BadImage("out of memory while decoding it") from None
+    except Exception as e:  # any other decoder failure is this file's problem, not the stage's
+        raise BadImage(f"cannot decode it ({type(e).__name__}: {e})") from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise BadImage(f"unusable image shape {arr.shape}")
     return arr
 
 
 def resize_center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize so the short side is `size` (area-aware), then center-crop to size x size."""
+    """The centred square of the image, resized (area-aware) to size x size.
+
+    The square is cut in source coordinates first (`box=`), so memory is bounded by the
+    output, whatever the input's shape; an image more elongated than MAX_ASPECT is refused."""
     h, w = rgb.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        raise BadImage(f"aspect ratio {w}:{h} is more elongated than 1:{MAX_ASPECT:g}; not a photo to crop")
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
     img = Image.fromarray(rgb)
-    if (nh, nw) != (h, w):
-        # reducing_gap makes large downscales fast (JPEG draft-like box prefilter) yet sharp.
-        img = img.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    if side == size:
+        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    # reducing_gap makes large downscales fast (JPEG draft-like box prefilter) yet sharp.
+    out = img.resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side),
+                     reducing_gap=3.0)
+    return np.asarray(out, dtype=np.uint8)
 
 
 def mean_chroma(rgb: np.ndarray) -> float:

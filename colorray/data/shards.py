@@ -14,13 +14,17 @@ Determinism: the split of an item is a hash of its key (or group), and the items
 are written in hash order, so the same inputs and parameters give byte-identical shards,
 and the first N training samples are a uniform random subset (`data.dataset_size`).
 Atomicity: shards are written under temporary names inside a staging folder, renamed when
-complete; the staging folder replaces the output folder at the very end, manifest last.
+complete; the staging folder replaces the output folder at the very end, manifest last
+(`replace_dir`: a swap killed half-way is finished by the next run). An output folder that
+holds no manifest.json is not colorray's and is never replaced.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
+import itertools
 import io
 import json
 import multiprocessing
@@ -32,10 +36,10 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from colorray.atomic import write_json_atomic
+from colorray.atomic import check_replaceable, recover_dir, replace_dir, write_json_atomic
 from colorray.config import DataParams
 from colorray.data.decode import BadImage, decode_image, mean_chroma, resize_center_crop
-from colorray.data.sources import PROVENANCE, Item, get_source
+from colorray.data.sources import PROVENANCE, Item, folder_file_problem, get_source
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -73,14 +77,21 @@ def _decode_cached(path: str) -> np.ndarray:
     return decode_image(Path(path).read_bytes())
 
 
+def read_image_file(path: Path) -> bytes:
+    """The bytes of one input file, checked by its metadata before anything is read."""
+    try:
+        problem = folder_file_problem(path)
+        if problem is not None:
+            raise BadImage(problem)
+        return path.read_bytes()
+    except OSError as e:
+        raise BadImage(f"unreadable file ({e.strerror or e})") from None
+
+
 def prepare(item: Item, image_size: int, min_chroma: float) -> np.ndarray:
     """Decode, crop and resize one item to (S, S, 3) uint8, or raise BadImage with the reason."""
-    try:
-        data = Path(item.path).read_bytes() if item.crop is None else None
-    except OSError as e:
-        raise BadImage(f"unreadable file ({e.strerror})") from None
     if item.crop is None:
-        rgb = decode_image(data)
+        rgb = decode_image(read_image_file(Path(item.path)))
     else:
         top, left, side, flip = item.crop
         rgb = _decode_cached(item.path)[top:top + side, left:left + side]
@@ -99,6 +110,41 @@ def _prepare_task(args):
         return prepare(item, image_size, min_chroma), None
     except BadImage as e:
         return None, str(e)
+    except MemoryError:
+        return None, "out of memory while preparing it"
+    except Exception as e:  # one file's failure drops that file, never the stage
+        return None, f"cannot prepare it ({type(e).__name__}: {e})"
+
+
+def _prepare_chunk(chunk):
+    return [_prepare_task(args) for args in chunk]
+
+
+def _prepared(tasks, workers: int, chunk: int = 32):
+    """`_prepare_task` over `tasks`, in order, in `workers` processes. At most 2 chunks a worker
+    are in flight (memory stays bounded however fast the workers are), and a worker that dies
+    (killed for memory) stops the stage with the files it held, never hangs it."""
+    if workers <= 1:
+        yield from map(_prepare_task, tasks)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    tasks = iter(tasks)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending = collections.deque()
+        while True:
+            while len(pending) < 2 * workers and (batch := list(itertools.islice(tasks, chunk))):
+                pending.append((batch, pool.submit(_prepare_chunk, batch)))
+            if not pending:
+                return
+            batch, future = pending.popleft()
+            try:
+                yield from future.result()
+            except BrokenProcessPool:
+                names = ", ".join(item.path for item, _, _ in batch[:5])
+                raise RuntimeError(f"a decoding process died (killed for memory?) on one of: {names}"
+                                   f"{' ...' if len(batch) > 5 else ''}") from None
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -193,6 +239,8 @@ def write_shards(cfg: DataParams, raw: Path, out: Path, workers: int | None = No
         by_split[s].sort(key=lambda it: unit_hash(cfg.split_seed, "order", it.key))
     ordered = [(s, it) for s in SPLITS for it in by_split[s]]
 
+    recover_dir(out)
+    check_replaceable(out, MANIFEST)
     stage = out.with_name(out.name + ".partial")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -200,22 +248,16 @@ def write_shards(cfg: DataParams, raw: Path, out: Path, workers: int | None = No
     writers = {s: SplitWriter(stage, s, cfg.chunk_size, max_bytes) for s in SPLITS}
     dropped = []
     tasks = ((it, cfg.image_size, cfg.min_chroma) for _, it in ordered)
-    workers = workers or os.cpu_count() or 1
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
-    try:
-        results = pool.imap(_prepare_task, tasks, chunksize=32) if pool else map(_prepare_task, tasks)
-        bar = tqdm(total=len(ordered), unit="img", desc="shard", disable=not progress)
-        for (split, item), (rgb, reason) in zip(ordered, results):
-            if rgb is None:
-                dropped.append({"key": item.key, "path": os.path.relpath(item.path, raw), "reason": reason})
-            else:
-                writers[split].add(item.key, item.label, rgb)
-            bar.update()
-        bar.close()
-        shards = {s: w.close() for s, w in writers.items()}
-    finally:
-        if pool:
-            pool.terminate()
+    results = _prepared(tasks, workers or os.cpu_count() or 1)
+    bar = tqdm(total=len(ordered), unit="img", desc="shard", disable=not progress)
+    for (split, item), (rgb, reason) in zip(ordered, results):
+        if rgb is None:
+            dropped.append({"key": item.key, "path": os.path.relpath(item.path, raw), "reason": reason})
+        else:
+            writers[split].add(item.key, item.label, rgb)
+        bar.update()
+    bar.close()
+    shards = {s: w.close() for s, w in writers.items()}
 
     provenance_file = raw / PROVENANCE
     manifest = {
@@ -234,14 +276,7 @@ def write_shards(cfg: DataParams, raw: Path, out: Path, workers: int | None = No
                    for s in SPLITS},
     }
     write_json_atomic(stage / MANIFEST, manifest, sort_keys=True)
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(stage, out)
+    replace_dir(stage, out)
     return manifest
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import abc
 import gzip
 import hashlib
+import json
 import os
 import shutil
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,10 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from colorray.atomic import write_json_atomic
+from colorray.atomic import check_replaceable, recover_dir, replace_dir, write_json_atomic
 from colorray.config import DataParams
 from colorray.data.archive import extract
-from colorray.data.decode import IMAGE_EXTENSIONS
+from colorray.data.decode import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 from colorray.data.download import download
 
 
@@ -63,6 +65,21 @@ def _files(root: Path) -> list[Path]:
 
 def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def folder_file_problem(path: Path) -> str | None:
+    """Why a file of the user's folder is not read (None: it is), from its metadata only:
+    nothing is opened that is not a regular image file of a bounded size."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return "symbolic link, not followed"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (FIFO, device or socket), not opened"
+    if not _is_image(path):
+        return f"not an image file extension ({path.suffix or 'none'}; colorray reads {', '.join(IMAGE_EXTENSIONS)})"
+    if st.st_size > MAX_FILE_BYTES:
+        return f"{st.st_size / 2**20:,.0f} MiB, over the {MAX_FILE_BYTES / 2**20:,.0f} MiB limit for one image file"
+    return None
 
 
 class Source(abc.ABC):
@@ -203,18 +220,35 @@ class FolderSource(Source):
         src = Path(cfg.path).expanduser()
         if not src.is_dir():
             raise FileNotFoundError(f"data.path: {src} is not a folder")
-        # A copy, so DVC versions exactly the photos this run used.
-        shutil.copytree(src, raw / "images", ignore_dangling_symlinks=True,
-                        ignore=shutil.ignore_patterns(".*"))
-        return {"files": [{"name": str(src.resolve()), "url": None, "verified": False}]}
+        # A copy, so DVC versions exactly the photos this run used: regular files with an image
+        # extension and a sane size only. Links are never followed (a loop, or a way out of the
+        # folder), FIFOs and devices never opened, hidden files skipped; each skip is named.
+        skipped = []
+        for top, dirs, files in os.walk(src, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files) + [d for d in dirs if (Path(top) / d).is_symlink()]:
+                path = Path(top) / name
+                rel = path.relative_to(src)
+                reason = folder_file_problem(path) if not name.startswith(".") else None
+                if reason is not None:
+                    skipped.append(f"{rel.as_posix()}: {reason}")
+                elif not name.startswith("."):
+                    out = raw / "images" / rel
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, out, follow_symlinks=False)
+            dirs[:] = [d for d in dirs if not (Path(top) / d).is_symlink()]
+        (raw / "images").mkdir(parents=True, exist_ok=True)
+        return {"files": [{"name": str(src.resolve()), "url": None, "verified": False}], "skipped": skipped}
 
     def list_items(self, raw, cfg):
         root = raw / "images"
         items = []
-        for p in _files(root):  # every file is an input: non-images are dropped with a reason
+        for p in _files(root):  # every copied file is an input: undecodable ones are dropped with a reason
             rel = p.relative_to(root)
             items.append(Item(rel.as_posix(), str(p), None, rel.parts[0] if len(rel.parts) > 1 else ""))
-        return Listing(items)
+        provenance = raw / PROVENANCE  # the files fetch did not copy, each with its reason
+        skipped = json.loads(provenance.read_text()).get("skipped", []) if provenance.exists() else []
+        return Listing(items, skipped)
 
 
 # ---- tiny-imagenet (study 000) -------------------------------------------------------------
@@ -223,7 +257,7 @@ class FolderSource(Source):
 class TinyImageNetSource(Source):
     name = "tiny-imagenet"
     study = "000 (Standard GAN vs WGAN)"
-    files = (RemoteFile("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+    files = (RemoteFile("tiny-imagenet-200.zip", "https://cs231n.stanford.edu/tiny-imagenet-200.zip",
                         "md5:90528d7ca1a48142e341f4ef8d21d0de"),)
 
     def list_items(self, raw, cfg):
@@ -267,8 +301,10 @@ def _places_category(member: str) -> str | None:
 class Places365Source(Source):
     name = "places365"
     study = "001 (Athletic Fields category, 256x256 small images)"
+    # md5 as published with torchvision's Places365 dataset (the site itself gives none).
     files = (RemoteFile("train_256_places365standard.tar",
-                        "http://data.csail.mit.edu/places/places365/train_256_places365standard.tar"),)
+                        "https://data.csail.mit.edu/places/places365/train_256_places365standard.tar",
+                        "md5:53ca1c756c3d1e7809517cc47c5561c5"),)
 
     def unpack(self, f, local, raw, cfg):
         wanted = set(cfg.categories)
@@ -292,8 +328,9 @@ class Places365Source(Source):
 class Coco2017Source(Source):
     name = "coco2017"
     study = "002/003 (COCO-2017; data.subset_fraction = 0.2 for study 003)"
-    files = (RemoteFile("train2017.zip", "http://images.cocodataset.org/zips/train2017.zip"),
-             RemoteFile("val2017.zip", "http://images.cocodataset.org/zips/val2017.zip"))
+    # COCO publishes no checksums: set data.sha256 / use a verified mirror to pin them.
+    files = (RemoteFile("train2017.zip", "https://images.cocodataset.org/zips/train2017.zip"),
+             RemoteFile("val2017.zip", "https://images.cocodataset.org/zips/val2017.zip"))
 
     def list_items(self, raw, cfg):
         items = []
@@ -426,6 +463,8 @@ class ColorizedMnistSource(Source):
 def fetch_source(cfg: DataParams, raw: Path, downloads: Path) -> dict:
     """Run a source's fetch into a fresh `raw` folder, atomically (temp name, then rename)."""
     raw, downloads = Path(raw), Path(downloads)
+    recover_dir(raw)
+    check_replaceable(raw, PROVENANCE)
     tmp = raw.with_name(raw.name + ".fetching")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -436,7 +475,5 @@ def fetch_source(cfg: DataParams, raw: Path, downloads: Path) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if raw.exists():
-        shutil.rmtree(raw)
-    os.replace(tmp, raw)
+    replace_dir(tmp, raw)
     return record
