@@ -166,12 +166,14 @@ def cmd_colorize(args) -> None:
     G, size = load_model(args.model, args.device, tracking_uri=args.tracking_uri)
     G = for_inference(G, size, args.batch_size, args.device)  # the fastest precision here, measured once
     r = colorize_files(G, size, files, Path(args.out), fmt=args.format, side_by_side=args.side_by_side,
-                       samples=args.samples, overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
-                       progress=not args.quiet)
+                       samples=args.samples, overwrite=args.overwrite, replace_inputs=args.replace_inputs,
+                       batch_size=args.batch_size, device=args.device, progress=not args.quiet)
     for name, why in r["failed"].items():
         print(f"colorize: {name}: {why}", file=sys.stderr)
     for name, why in r["skipped"].items():
         print(f"colorize: skipped {name}: {why}", file=sys.stderr)
+    for name, target in r["renamed"].items():
+        print(f"colorize: {name} -> {target} (its plain name is another input's)", file=sys.stderr)
     print(f"colorize: {len(files)} inputs: {len(r['written'])} images written to {args.out}, "
           f"{len(r['failed'])} unreadable, {len(r['skipped'])} skipped")
     if r["failed"] or r["skipped"]:
@@ -249,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1, help="K > 1: K diverse colorizations each (dropout on)")
     p.add_argument("--batch-size", type=int, default=8, help="photos per generator call (memory-bounded)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (even an input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    p.add_argument("--replace-inputs", action="store_true",
+                   help="with --overwrite: also replace an input that is its own output (-o onto the photos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_colorize)
 

@@ -122,20 +122,46 @@ def mlflow_tracking(uri: str | None):
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
+def generator_file_from_mlflow(ref: str, dst: Path, tracking_uri: str | None = None) -> Path:
+    """The generator weights file of an MLflow model or artifact URI, downloaded into `dst`.
+
+    Nothing from the tracking server is executed or unpickled: the model folder is downloaded
+    as files, its MLmodel is read as YAML, and the file its `generator` artifact names is
+    returned, to be read with torch.load(weights_only=True). A model without that artifact (a
+    pickled pyfunc or PyTorch model) is refused."""
+    import mlflow
+    import yaml
+
+    with mlflow_tracking(tracking_uri):
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
+        except Exception as e:  # MlflowException: no such model, alias, run or artifact
+            raise ValueError(f"--model {ref}: cannot download it from MLflow at {mlflow.get_tracking_uri()} "
+                             f"({e})") from None
+    if local.is_file():  # an artifact URI of the generator file itself
+        return local
+    try:
+        conf = yaml.safe_load((local / "MLmodel").read_text())
+        artifact = conf["flavors"]["python_function"]["artifacts"]["generator"]["path"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        raise ValueError(f"--model {ref}: not a colorray colorizer (no MLmodel naming a 'generator' weights "
+                         "artifact). colorray loads weights only, never a pickled model.") from None
+    path = (local / str(artifact)).resolve()
+    if not path.is_relative_to(local.resolve()) or not path.is_file():
+        raise ValueError(f"--model {ref}: its generator artifact {artifact!r} is not a file inside the model")
+    return path
+
+
 def load_model(ref: str, device="cpu", tracking_uri: str | None = None) -> tuple[nn.Module, int]:
     """(generator, its image size) from a generator file, a training checkpoint, or an MLflow
-    model URI (`models:/colorray@champion`, `runs:/<run id>/colorizer`) in `tracking_uri`'s
-    store (None: MLflow's current one)."""
+    URI (`models:/colorray@champion`, `runs:/<run id>/colorizer`) in `tracking_uri`'s store
+    (None: MLflow's current one). Only tensors are loaded, from every kind of source."""
     if ":/" in ref:
-        import mlflow
+        import tempfile
 
-        with mlflow_tracking(tracking_uri):
-            try:
-                model = mlflow.pyfunc.load_model(ref).unwrap_python_model()
-            except Exception as e:  # MlflowException, or a model that is not colorray's
-                raise ValueError(f"--model {ref}: cannot load it from MLflow at {mlflow.get_tracking_uri()} "
-                                 f"({e})") from None
-        return model.generator.to(device).eval(), model.image_size
+        with tempfile.TemporaryDirectory(prefix="colorray-model-") as tmp:
+            G, params, _ = load_generator(generator_file_from_mlflow(ref, Path(tmp), tracking_uri), device)
+        return G, params.data.image_size
     path = Path(ref)
     if not path.is_file():
         raise FileNotFoundError(f"--model {ref}: no such file (a generator .pt, a checkpoint.pt, or an MLflow "
@@ -196,20 +222,44 @@ def _encode(rgb: np.ndarray, fmt: str) -> bytes:
 BATCH_PIXELS = 16_000_000  # full-resolution pixels decoded and held at once (one bigger photo alone)
 
 
+def output_names(files: list[tuple[Path, Path]], out_dir: Path, fmt: str, samples: int) -> dict[Path, list[Path]]:
+    """Each input's output paths, every one claimed once: `x.jpg` and `x.png` of one folder (or
+    of two folders, or globs) would both be `x.png`; the later one becomes `x_jpg.png` (then
+    `x_jpg-2.png`, ...)."""
+    claimed: set[Path] = set()
+    names = {}
+    for src, rel in files:
+        def paths(stem: str) -> list[Path]:
+            return ([out_dir / rel.with_name(f"{stem}.{fmt}")] if samples == 1 else
+                    [out_dir / rel.with_name(f"{stem}_sample{k + 1}.{fmt}") for k in range(samples)])
+
+        candidates = [rel.stem, f"{rel.stem}_{rel.suffix.lstrip('.').lower()}"]
+        candidates += [f"{candidates[1]}-{n}" for n in range(2, len(files) + 2)]
+        targets = next(t for t in map(paths, candidates) if not {p.resolve() for p in t} & claimed)
+        claimed |= {p.resolve() for p in targets}
+        names[src] = targets
+    return names
+
+
 def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]], out_dir: Path, *,
                    fmt: str = "png", side_by_side: bool = False, samples: int = 1, overwrite: bool = False,
-                   batch_size: int = 8, device="cpu", progress: bool = True, seed: int = 0) -> dict:
+                   replace_inputs: bool = False, batch_size: int = 8, device="cpu", progress: bool = True,
+                   seed: int = 0) -> dict:
     """Colorize each file into `out_dir` (atomic writes); bad files are reported, not fatal.
     Up to `batch_size` photos share a generator call, as long as they hold no more than
-    BATCH_PIXELS pixels together (the memory bound; a larger photo goes alone).
-    Returns {"written": [...], "failed": {file: reason}, "skipped": {file: reason}}."""
+    BATCH_PIXELS pixels together (the memory bound; a larger photo goes alone). `overwrite`
+    replaces earlier outputs; an output that is one of the inputs is replaced only with
+    `replace_inputs` as well. Returns {"written": [...], "failed": {file: reason},
+    "skipped": {file: reason}, "renamed": {file: output}}."""
     from tqdm import tqdm
 
     from colorray.atomic import write_bytes_atomic
     from colorray.data.decode import BadImage, decode_image
+    from colorray.data.shards import read_image_file
 
     inputs = {f for f, _ in files}
-    written, failed, skipped = [], {}, {}
+    written, failed, skipped, renamed = [], {}, {}, {}
+    outputs = output_names(files, out_dir, fmt, samples)
     pending: list[tuple[list[Path], np.ndarray]] = []
     if samples > 1:
         enable_dropout(G)
@@ -220,26 +270,26 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
             outs = colorize_batch(G, [rgb for _, rgb in pending], image_size, device)
             for (targets, rgb), out in zip(pending, outs):
                 if side_by_side:
-                    out = np.concatenate([np.repeat(_gray_of(rgb)[..., None], 3, 2), out], axis=1)
+                    out = np.concatenate([_gray_of(rgb), out], axis=1)
                 write_bytes_atomic(targets[k], _encode(out, fmt))
                 written.append(str(targets[k]))
         pending.clear()
 
     for src, rel in tqdm(files, desc="colorize", unit="img", disable=not progress):
-        names = ([rel.with_suffix(f".{fmt}")] if samples == 1 else
-                 [rel.with_name(f"{rel.stem}_sample{k + 1}.{fmt}") for k in range(samples)])
-        targets = [out_dir / n for n in names]
+        targets = outputs[src]
+        if targets[0].stem.removesuffix("_sample1") != rel.stem:
+            renamed[str(src)] = str(targets[0])
         clash = next((t for t in targets if t.resolve() in inputs), None)
-        if clash is not None and not overwrite:
-            skipped[str(src)] = f"the output {clash} is an input (--overwrite replaces it)"
+        if clash is not None and not (overwrite and replace_inputs):
+            skipped[str(src)] = f"the output {clash} is an input (--overwrite --replace-inputs replaces it)"
             continue
         existing = next((t for t in targets if t.exists()), None)
         if existing is not None and not overwrite:
             skipped[str(src)] = f"{existing} exists (--overwrite replaces it)"
             continue
         try:
-            rgb = decode_image(src.read_bytes())
-        except (BadImage, OSError) as e:
+            rgb = decode_image(read_image_file(src))
+        except BadImage as e:
             failed[str(src)] = str(e)
             continue
         held = sum(im.shape[0] * im.shape[1] for _, im in pending)
@@ -249,11 +299,10 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
     if pending:
         flush()
     G.eval()
-    return {"written": written, "failed": failed, "skipped": skipped}
+    return {"written": written, "failed": failed, "skipped": skipped, "renamed": renamed}
 
 
 def _gray_of(rgb: np.ndarray) -> np.ndarray:
-    """The input as the model sees it: its L channel, shown as 8-bit gray."""
-    L, _ = rgb_uint8_to_lab(torch.from_numpy(rgb)[None])
-    gray = lab_to_rgb_normalized(L, torch.zeros(1, 2, *L.shape[-2:]))[0, 0]
-    return (gray.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    """The input as the model sees it, (H, W, 3) uint8: its L with zero chroma, converted in
+    strips of STRIP_ROWS rows like the colorization itself."""
+    return recombine(full_resolution_L(rgb), torch.zeros(1, 2, 1, 1))

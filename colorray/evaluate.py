@@ -318,14 +318,9 @@ def _record(params: Params, summary: dict, out: Path, root: Path, paths: dict, l
         if not sel["promoted"]:
             log(f"evaluate: {sel['reason']}")
         elif params.evaluate.register_model:
-            from colorray.pyfunc import ColorizerModel
+            from colorray.pyfunc import log_colorizer
 
-            import colorray
-
-            mv = mlflow.pyfunc.log_model(
-                name="colorizer", python_model=ColorizerModel(), artifacts={"generator": str(paths[sel["chosen"]])},
-                code_paths=[str(Path(colorray.__file__).parent)], registered_model_name=REGISTERED_NAME,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "scikit-image", "pillow", "pandas"])
+            mv = log_colorizer(paths[sel["chosen"]], registered_model_name=REGISTERED_NAME)
             version = mv.registered_model_version
             client.update_model_version(REGISTERED_NAME, version, description=_description(params, summary, sel["chosen"]))
             client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)

@@ -132,3 +132,142 @@ def test_samples_and_side_by_side(generator, tmp_path):
         main(["colorize", str(src), "--model", "models:/colorray@champion",
               "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"])
     assert e.value.code == 2
+
+
+# ---- issue 15: hostile registries, clashing names, inputs as outputs, the side-by-side bound ----
+
+class _Payload:
+    """Unpickling this runs code: it touches `marker` (what a tampered model would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_tampered_registry_alias_does_not_run_its_pickle_in_colorize(generator, tmp_path, capsys):
+    """models:/colorray@champion moved to a pyfunc whose pickle runs code: `colorray colorize`
+    downloads files and reads tensors only, so it refuses the model and the code never runs."""
+    import mlflow
+
+    from colorray.cli import main
+    from colorray.colorize import mlflow_tracking
+
+    class Tampered(mlflow.pyfunc.PythonModel):
+        def __init__(self, marker):
+            self.payload = _Payload(marker)
+
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    marker, uri = tmp_path / "code-ran", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mlflow_tracking(uri):
+        mlflow.set_experiment("colorray")
+        with mlflow.start_run():  # version 1: the pickle, plus a real generator file
+            mlflow.pyfunc.log_model(name="colorizer", python_model=Tampered(marker),
+                                    artifacts={"generator": str(generator)}, registered_model_name="colorray")
+        with mlflow.start_run():  # version 2: the pickle alone
+            mlflow.pyfunc.log_model(name="colorizer", python_model=Tampered(marker), registered_model_name="colorray")
+    marker.unlink(missing_ok=True)  # MLflow itself loads the model once while logging it
+    from skimage import data
+    from PIL import Image
+
+    Image.fromarray(data.camera()[:40, :40]).save(tmp_path / "old.png")
+    args = ["colorize", str(tmp_path / "old.png"), "--quiet", "--tracking-uri", uri]
+    for version in (1, 2):
+        mlflow.MlflowClient(uri).set_registered_model_alias("colorray", "champion", version)
+        out = tmp_path / f"out{version}"
+        if version == 1:  # the generator's tensors are used; the pickle is never opened
+            main(args + ["-o", str(out)])
+            assert (out / "old.png").exists()
+        else:
+            with pytest.raises(SystemExit) as e:
+                main(args + ["-o", str(out)])
+            assert e.value.code == 2 and "colorray loads weights only, never a pickled model" in capsys.readouterr().err
+            assert not out.exists()
+        assert not marker.exists()
+    # The payload is real: MLflow's own loader runs it.
+    with mlflow_tracking(uri):
+        mlflow.pyfunc.load_model("models:/colorray@champion")
+    assert marker.exists()
+
+
+def test_colorize_loads_a_registered_colorizer_from_its_weights(generator, tmp_path):
+    import mlflow
+
+    from colorray.colorize import load_model, mlflow_tracking
+    from colorray.pyfunc import log_colorizer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mlflow_tracking(uri):
+        mlflow.set_experiment("colorray")
+        with mlflow.start_run():
+            info = log_colorizer(generator)
+    G, size = load_model(info.model_uri, tracking_uri=uri)
+    G0, _, _ = load_generator(generator)
+    assert size == 64 and all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), G0.state_dict().values()))
+
+
+def _photo(path, h=40, w=60):
+    from PIL import Image
+
+    Image.fromarray(data.astronaut()[:h, :w]).save(path)
+
+
+def test_inputs_that_share_a_name_get_outputs_of_their_own(generator, tmp_path):
+    """x.jpg and x.png in one folder, and x.png in another folder given as a file: three
+    inputs, three outputs, none overwritten, the renaming reported."""
+    from colorray.colorize import colorize_files, find_inputs
+
+    G, params, _ = load_generator(generator)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _photo(tmp_path / "a" / "x.jpg")
+    _photo(tmp_path / "a" / "x.png", 30)
+    _photo(tmp_path / "b" / "x.png", 20)
+    files = find_inputs([str(tmp_path / "a" / "x.jpg"), str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")])
+    r = colorize_files(G, 64, files, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "x_png-2.png", "x_png.png"]
+    assert len(r["written"]) == 3 and len(set(r["written"])) == 3 and len(r["renamed"]) == 2
+    from PIL import Image
+
+    heights = sorted(Image.open(p).size[1] for p in (tmp_path / "out").iterdir())
+    assert heights == [20, 30, 40]  # each input's own output
+
+
+def test_overwrite_never_replaces_an_input_without_replace_inputs(generator, tmp_path, capsys):
+    from colorray.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "x.png")
+    original = (photos / "x.png").read_bytes()
+    args = ["colorize", str(photos), "-o", str(photos), "--model", str(generator), "--quiet", "--overwrite"]
+    with pytest.raises(SystemExit):
+        main(args)
+    assert (photos / "x.png").read_bytes() == original
+    assert "--overwrite --replace-inputs replaces it" in capsys.readouterr().err
+    main(args + ["--replace-inputs"])
+    assert (photos / "x.png").read_bytes() != original
+
+
+def test_side_by_side_converts_in_strips(generator, tmp_path, monkeypatch):
+    """The gray half of --side-by-side is converted STRIP_ROWS rows at a time, like the colorization."""
+    import colorray.colorize as cz
+
+    rows = []
+    original = cz.rgb_uint8_to_lab
+
+    def spy(rgb, *a, **k):
+        rows.append(rgb.shape[1])
+        return original(rgb, *a, **k)
+
+    monkeypatch.setattr(cz, "rgb_uint8_to_lab", spy)
+    G, _, _ = load_generator(generator)
+    _photo(tmp_path / "tall.png", h=3 * cz.STRIP_ROWS + 7, w=50)
+    r = cz.colorize_files(G, 64, [(tmp_path / "tall.png", __import__("pathlib").Path("tall.png"))], tmp_path / "out",
+                          side_by_side=True, progress=False)
+    assert r["written"] and max(rows) <= cz.STRIP_ROWS

@@ -68,20 +68,24 @@ def test_the_gan_beats_gray_on_colorfulness_and_is_registered_as_champion(evalua
     mv = MlflowClient().get_model_version_by_alias("colorray", "champion")
     assert sel["chosen"] in mv.description and "manifest sha256" in mv.description
     model = mlflow.pyfunc.load_model("models:/colorray@champion")
+    assert "python_model.pkl" not in str(model.metadata.to_dict())  # models from code: nothing pickled
+    assert model.metadata.get_input_schema().input_names() == ["image"]
+    import base64
+    import io
+
+    import pandas as pd
+    from PIL import Image
     from skimage import data
 
     gray = data.camera()[:200, :300]  # another size than the model's 64 px
-    out = model.predict(gray)
-    assert out.shape == (200, 300, 3) and out.dtype == np.uint8
-    assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(gray).save(buf, format="JPEG")
-    png = model.predict(buf.getvalue())  # file bytes in, PNG bytes out
-    assert Image.open(io.BytesIO(png)).size == (300, 200)
+    reply = model.predict(pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode()]}))
+    out = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["image"][0]))))
+    assert out.shape == (200, 300, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
+    array = model.unwrap_python_model().predict(None, gray)  # arrays, without the table
+    assert array.shape == (200, 300, 3)
 
 
 def test_the_colorize_command_uses_the_champion_by_default(evaluated, tmp_path):
@@ -161,8 +165,23 @@ def test_the_report_renders_in_headless_chromium(evaluated, tmp_path):
     assert (chroma > 30).sum() > 20_000, (chroma > 30).sum()
 
 
-def test_mlflow_models_serve_answers_a_rest_request_with_a_colorized_image(evaluated, tmp_path):
-    """`mlflow models serve` of the champion on a free loopback port; one POST; the server is stopped."""
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming width x height, and nothing else: a decoder that trusts
+    the header would allocate width * height pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_mlflow_models_serve_refuses_bad_requests_with_4xx_and_keeps_serving(evaluated, tmp_path):
+    """`mlflow models serve` of the champion on a free loopback port: malformed, oversized and
+    hostile requests get a 4xx with a one-line reason naming the row; then a good request is
+    colorized by the same server."""
     import base64
     import io
     import socket
@@ -192,13 +211,36 @@ def test_mlflow_models_serve_answers_a_rest_request_with_a_colorized_image(evalu
             except OSError:
                 assert server.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.5)
+        def post(body: bytes) -> tuple[int, dict]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        def table(*cells) -> bytes:
+            return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[c] for c in cells]}}).encode()
+
         buf = io.BytesIO()
         Image.fromarray(data.camera()[:100, :150]).save(buf, format="PNG")
-        body = json.dumps({"dataframe_split": {"columns": ["image"],
-                                               "data": [[base64.b64encode(buf.getvalue()).decode()]]}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
-        reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        good = base64.b64encode(buf.getvalue()).decode()
+        # Refused with a 4xx and a one-line reason naming the row; the server stays up.
+        bomb = base64.b64encode(_png_header_only(8000, 6000)).decode()  # 57 bytes claiming 48 MP
+        for body, reason in [(b"{not json", None), (table(good, "%%% not base64 %%%"), "row 1: not base64"),
+                             (table(bomb), "row 0: 8000x6000 is 48 megapixels, over the limit of 40"),
+                             (table(*[good] * 3, base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n").decode()),
+                              "row 3: PostScript/EPS file, not an accepted image format"),
+                             (json.dumps({"dataframe_split": {"columns": ["image"], "data": [[3_000_000_000]]}}).encode(),
+                              None)]:
+            status, reply = post(body)
+            assert 400 <= status < 500, (status, reply)
+            assert "Traceback" not in json.dumps(reply) and "stack_trace" not in reply
+            if reason is not None:
+                assert reason in reply["message"], reply["message"]
+        status, reply = post(table(good))
+        assert status == 200
         out = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["predictions"][0]["image"]))))
         assert out.shape == (100, 150, 3)
         assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray

@@ -97,6 +97,24 @@ def _unidentified(data: bytes) -> BadImage:
     return BadImage("not an image (unrecognised format)")
 
 
+def image_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header alone, refused as decode_image would refuse it."""
+    if len(data) == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            _check_header(img, max_pixels)
+            return img.size
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise _unidentified(data) from None
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"too large to decode safely ({e})") from None
+    except Exception as e:
+        raise BadImage(f"corrupt image header ({type(e).__name__}: {e})") from None
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to (H, W, 3) uint8 RGB, or raise BadImage with the reason."""
     if len(data) == 0:

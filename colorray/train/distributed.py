@@ -225,25 +225,6 @@ def _loss_plot(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def log_generator(G: torch.nn.Module, image_size: int) -> str:
-    """Log the generator as an MLflow PyTorch model: input L (N, 1, H, W) in [-1, 1], output
-    ab (N, 2, H, W). Pickle format, so any batch size and any H, W divisible by the U-Net's
-    total stride load and run (a torch.export model would be frozen to the example's shape)."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    G = G.float().eval().to(memory_format=torch.contiguous_format)
-    example = np.linspace(-1, 1, 2 * image_size * image_size, dtype=np.float32).reshape(2, 1, image_size, image_size)
-    with torch.no_grad():
-        out = G(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        G, name="generator", signature=infer_signature(example, out), input_example=example,
-        serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "colorray"],
-        code_paths=[str(Path(__file__).resolve().parents[1])])
-    return info.model_uri
-
-
 def init_ray() -> None:
     """Join RAY_ADDRESS's cluster if set, else start a local one (dashboard on loopback: Ray
     Train V2 needs it, DESIGN.md)."""
@@ -361,9 +342,12 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         _loss_plot(history, plot)
         for path in (json_path, csv_path, plot):
             mlflow.log_artifact(str(path), artifact_path="train")
-        model_uri = log_generator(final.G, params.data.image_size)
         # The evaluate stage reads the run id to link its evaluation run to this one.
-        save_generator(final.G, params, final.iter, models_dir / "generator.pt", run_id=run.info.run_id,
-                       model_uri=model_uri)
+        generator = models_dir / "generator.pt"
+        save_generator(final.G, params, final.iter, generator, run_id=run.info.run_id)
+        from colorray.pyfunc import log_colorizer
+
+        model_uri = log_colorizer(generator).model_uri  # weights + colorray's code: nothing pickled
+        save_generator(final.G, params, final.iter, generator, run_id=run.info.run_id, model_uri=model_uri)
     return {"run_id": run.info.run_id, "iterations": final.iter, "model_uri": model_uri,
             "metrics": history[-1] if history else {}, "precision": precision}
