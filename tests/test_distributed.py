@@ -225,3 +225,40 @@ def test_train_resume_continues_a_finished_run_for_more_iterations(cluster_run, 
     assert state["iter"] == RUN_ITERS + 4
     first, second = sorted(glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json")), key=os.path.getmtime)
     assert json.loads(Path(second).read_text())["started_at_iter"] == RUN_ITERS  # where the first run ended
+
+
+LISTENERS = r"""
+import json, socket, time
+import psutil
+from colorray.train.distributed import init_ray
+
+init_ray()
+time.sleep(2)  # the agents bind their ports a moment after ray.init returns
+ours = [psutil.Process()] + psutil.Process().children(recursive=True)
+listening = sorted({(c.laddr.ip, c.laddr.port, p.name()) for p in ours for c in p.net_connections("inet")
+                    if c.status == psutil.CONN_LISTEN})
+external = sorted({a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                   if a.family == socket.AF_INET and not a.address.startswith("127.")})
+reachable = []
+for ip in external:  # knock on every port from this machine's own network address
+    for _, port, name in listening:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((ip, port)) == 0:
+                reachable.append([ip, port, name])
+print(json.dumps({"listening": listening, "external": external, "reachable": reachable}))
+"""
+
+
+def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
+    """`make run` without RAY_ADDRESS: nothing that Ray started accepts a connection on a
+    non-loopback address (a laptop on a shared network exposes nothing during a sweep)."""
+    env = {k: v for k, v in ENV.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    r = subprocess.run([sys.executable, "-c", LISTENERS], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    found = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(found["listening"]) >= 5  # GCS, raylet, workers, agents, dashboard: all there
+    loopback = ("127.", "::ffff:127.", "::1")
+    assert all(ip.startswith(loopback) for ip, _, _ in found["listening"]), found["listening"]
+    assert found["reachable"] == [], found

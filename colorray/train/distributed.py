@@ -226,13 +226,31 @@ def _loss_plot(history: list[dict], path: Path) -> None:
 
 
 def init_ray() -> None:
-    """Join RAY_ADDRESS's cluster if set, else start a local one (dashboard on loopback: Ray
-    Train V2 needs it, DESIGN.md)."""
+    """Join RAY_ADDRESS's cluster if set, else start a private one on this machine that is
+    reachable from this machine only: its node address is the loopback address, so every Ray
+    process (GCS, raylet, workers, agents, dashboard, metrics) listens on 127.0.0.1 (DESIGN.md:
+    Ray runs any code it is sent), on top of the token authentication Ray (>= 2.59) turns on
+    for local instances. The dashboard stays, on loopback: Ray Train V2 needs it."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), dashboard_host="127.0.0.1",
-                 runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        local_only()
+    ray.init(address=address or None, dashboard_host="127.0.0.1",
+             runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+
+
+def local_only() -> None:
+    """Make the Ray instance this process starts a single-machine one. Ray's own switch for
+    that (what it does on macOS and Windows) is RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: the node IP
+    becomes 127.0.0.1 and every server binds to it. The environment reaches Ray's processes; the
+    constant is also set for a Ray already imported here."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def setup_mlflow(root: Path) -> tuple[str, str]:
