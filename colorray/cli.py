@@ -279,9 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from colorray.sweep.run import SweepInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
+    except (SweepInterrupted, KeyboardInterrupt) as e:  # nothing written; 130: ended by SIGINT
+        print(f"colorray {args.command}: interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
+        sys.exit(130)
     except USER_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"colorray {args.command}: error: {msg}", file=sys.stderr)

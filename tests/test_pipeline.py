@@ -1,4 +1,5 @@
 """The DVC DAG end to end, on a copy of this project in a fresh git repository."""
+import csv
 import json
 import os
 import shutil
@@ -172,3 +173,98 @@ def test_dvc_exp_run_switches_to_tiny_imagenet_from_a_file_url(project):
     assert m["source"] == "tiny-imagenet"
     assert m["inputs"] >= 20_000 and m["kept"] + len(m["dropped"]) == m["inputs"]
     assert m["provenance"]["files"][0]["verified"] is True
+
+
+def _leg_states(proj) -> dict:
+    """Ray Tune's trial states in the first successive-halving leg (trials trained to iteration 4)."""
+    import glob
+
+    files = sorted(glob.glob(str(proj / "ray_results" / "sweep-*" / "leg-4" / "experiment_state-*.json")))
+    if not files:
+        return {}
+    try:
+        data = json.loads(Path(files[-1]).read_text())
+    except ValueError:  # caught mid-write
+        return {}
+    return {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"] for t in data["trial_data"]}
+
+
+def test_ctrl_c_during_the_tune_stage_writes_nothing_and_the_next_repro_resumes_the_sweep(project):
+    """SIGINT to `dvc repro` (its process group, as Ctrl-C sends it) while the tune stage runs a
+    successive-halving sweep: the stage exits non-zero without writing tune/, `dvc status` still
+    lists tune, and the next `dvc repro tune` continues the sweep: it runs only the trial that
+    was cut off, then continues the better of the two from its checkpoint at the rung."""
+    import glob
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    from colorray.sweep.run import STARTS
+
+    proj, env = project
+    for key, value in {"tune.enabled": True, "tune.num_samples": 2, "tune.iters": 8, "tune.report_every": 4,
+                       "tune.grace_iters": 4, "tune.scheduler": "sha", "tune.reduction_factor": 2,
+                       "tune.max_concurrent_trials": 1}.items():
+        _set_param(proj, key, value)
+    for f in ("best_params.yaml", "results.csv", "metric_vs_knobs.png"):
+        (proj / "tune" / f).unlink(missing_ok=True)  # what a finished sweep would write
+    _sh(["git", "commit", "-qam", "sha sweep"], proj, env)
+    # A terminal's foreground job: SIGINT at its default (a background job of a script, as
+    # pytest may be, inherits it ignored).
+    proc = subprocess.Popen(["dvc", "repro", "tune"], cwd=proj, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            s = _leg_states(proj)
+            if "TERMINATED" in s.values() and "RUNNING" in s.values():
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the sweep never got part-way: {_leg_states(proj)}")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, out[-3000:]
+    assert "interrupted" in out, out[-3000:]
+    assert not any((proj / "tune" / f).exists() for f in ("best_params.yaml", "results.csv", "metric_vs_knobs.png"))
+    assert "tune" in _sh(["dvc", "status"], proj, env)
+    before = _leg_states(proj)
+    finished = {t for t, status in before.items() if status == "TERMINATED"}
+    assert len(before) == 2 and len(finished) == 1  # one trial done, the other cut off mid-run
+    starts = Path(glob.glob(str(proj / "ray_results" / "sweep-*" / STARTS))[0])
+    started_before = len(starts.read_text().splitlines())
+
+    out = _sh(["dvc", "repro", "tune"], proj, env)
+    assert "continuing the interrupted sweep" in out
+    assert "successive halving at iteration 4: 1 of 2 trials go on" in out
+    with open(proj / "tune" / "results.csv") as f:
+        rows = {row["trial_id"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(before)
+    client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
+    at_rung = {t: {m.step: m.value for m in client.get_metric_history(row["mlflow_run_id"], "val/delta_cf")}
+               for t, row in rows.items()}
+    winner = min(rows, key=lambda t: at_rung[t][4])  # the better score at the rung goes on
+    assert rows[winner]["outcome"] == "completed" and int(rows[winner]["iter"]) == 8
+    assert sorted(at_rung[winner]) == [4, 8]  # both legs in the trial's one MLflow run
+    loser = (set(rows) - {winner}).pop()
+    assert rows[loser]["outcome"] == "stopped early" and int(rows[loser]["iters_run"]) == 4
+    # After the restart: the trial that was cut off (once), then the winner's second leg.
+    rerun = [json.loads(line) for line in starts.read_text().splitlines()][started_before:]
+    assert [s["lineage"] for s in rerun] == sorted(set(rows) - finished) + [winner]
+    # The second leg continued from the rung's checkpoint: its workers started at iteration 4.
+    leg2 = rerun[-1]["trial_id"]
+    status = json.loads(Path(glob.glob(str(proj / "ray_results" / "sweep-*" / "train" / f"{leg2}-*" / "worker-0.json"))[0])
+                        .read_text())
+    assert status["started_at_iter"] == 4 and status["iter"] == 8
+    exp = client.get_experiment_by_name("colorray").experiment_id
+    parents = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
+    assert len(parents) == 1  # the same sweep run continued
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert "tune" not in _sh(["dvc", "status", "tune"], proj, env).replace("Data and pipelines are up to date", "")

@@ -1,20 +1,17 @@
 """The tune stage end to end: a sweep on a two-node loopback cluster with nested MLflow runs
-and its winner; an interrupted sweep that resumes only the unfinished trials. Small networks and budgets: these test the machinery, docs/benchmarks.md the results."""
+and its winner. (An interrupted sweep that resumes only the unfinished trials: Ctrl-C during
+`dvc repro`, in test_pipeline.py.) Small networks and budgets: these test the machinery, docs/benchmarks.md the results."""
 import csv
 import glob
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import RAY_ENV, ROOT, loopback_cluster
-from colorray.sweep.run import STARTS
+from conftest import ROOT, loopback_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +42,6 @@ def _client(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     return client, client.get_experiment_by_name("colorray").experiment_id
-
-
-def _starts(tmp_path) -> list[str]:
-    lines = Path(glob.glob(str(tmp_path / "ray" / "sweep-*" / "trial-starts.jsonl"))[0]).read_text().splitlines()
-    return [json.loads(line)["trial_id"] for line in lines]
 
 
 def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_path, skimage_shards):
@@ -96,69 +88,3 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
         assert child.data.metrics["iter"] == float(row["iters_run"]) >= float(row["iter"])
         history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val/delta_cf")}
         assert history[int(row["iter"])] == pytest.approx(float(row["val/delta_cf"]))
-
-
-
-def test_an_interrupted_successive_halving_sweep_resumes_only_the_unfinished_trials(tmp_path, skimage_shards):
-    """tune.scheduler sha, killed in its first leg: the restarted sweep runs only the trial that
-    was cut off, then continues the better of the two from its checkpoint at the rung."""
-    params = _params(tmp_path, num_samples=2, iters=8, scheduler="sha", reduction_factor=2, max_concurrent_trials=1)
-    proc = subprocess.Popen(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def states():  # Tune's trial states in the first leg (trials trained to the rung at iteration 4)
-        files = sorted(glob.glob(str(tmp_path / "ray" / "sweep-*" / "leg-4" / "experiment_state-*.json")))
-        if not files:
-            return {}
-        try:
-            data = json.loads(Path(files[-1]).read_text())
-        except ValueError:  # caught mid-write
-            return {}
-        return {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"] for t in data["trial_data"]}
-
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline:
-            s = states()
-            if "TERMINATED" in s.values() and "RUNNING" in s.values():
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"the sweep never got part-way: {states()}")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-        proc.wait()
-    time.sleep(2)
-    before = states()
-    finished = {t for t, status in before.items() if status == "TERMINATED"}
-    started_before = len(_starts(tmp_path))
-    assert len(finished) == 1  # one trial done, the other cut off mid-run
-
-    r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=RAY_ENV,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "continuing the interrupted sweep" in r.stdout
-    assert "successive halving at iteration 4: 1 of 2 trials go on" in r.stdout
-    rows = {row["trial_id"]: row for row in _results(tmp_path)}
-    assert set(rows) == set(before)
-    client, exp = _client(tmp_path)
-    at_rung = {t: {m.step: m.value for m in client.get_metric_history(row["mlflow_run_id"], "val/delta_cf")}
-               for t, row in rows.items()}
-    winner = min(rows, key=lambda t: at_rung[t][4])  # the better score at the rung goes on
-    assert rows[winner]["outcome"] == "completed" and int(rows[winner]["iter"]) == 8
-    assert sorted(at_rung[winner]) == [4, 8]  # both legs in the trial's one MLflow run
-    loser = (set(rows) - {winner}).pop()
-    assert rows[loser]["outcome"] == "stopped early" and int(rows[loser]["iters_run"]) == 4
-    # After the restart: the trial that was cut off (once), then the winner's second leg.
-    lines = Path(glob.glob(str(tmp_path / "ray" / "sweep-*" / STARTS))[0]).read_text().splitlines()
-    rerun = [json.loads(line) for line in lines][started_before:]
-    assert [s["lineage"] for s in rerun] == sorted(set(rows) - finished) + [winner]
-    # The second leg continued from the rung's checkpoint: its workers started at iteration 4.
-    leg2 = rerun[-1]["trial_id"]
-    status = json.loads(Path(glob.glob(str(tmp_path / "ray" / "sweep-*" / "train" / f"{leg2}-*" / "worker-0.json"))[0])
-                        .read_text())
-    assert status["started_at_iter"] == 4 and status["iter"] == 8
-    parents = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
-    assert len(parents) == 1  # the same sweep run continued
-    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)

@@ -18,8 +18,11 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -149,7 +152,7 @@ def _search(params: Params, knobs: dict[str, Knob], metric: str):
 
 
 def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str, Knob], metric: str, log,
-         space: dict | None = None):
+         space: dict | None = None, ctrl_c: CtrlC | None = None):
     """Run (or continue, if an interrupted one is there) the Tune experiment <storage>/<name> of
     `run_trial`. Without space, tune.search samples the trials from tune.space; with one, every
     point of that grid is a trial. ASHA stops trials when tune.scheduler is asha."""
@@ -159,20 +162,69 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
     t = params.tune
     trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), DRIVER_RESOURCES)
     here = f"{storage.rstrip('/')}/{name}"
-    if rt.Tuner.can_restore(here):
-        log(f"tune: continuing the interrupted sweep in {here}")
-        return rt.Tuner.restore(here, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
     search_alg, num_samples = None, 1
     if space is None:
         search_alg, space, num_samples = _search(params, knobs, metric)
+    expected = num_samples * math.prod(len(v["grid_search"]) for v in space.values()
+                                       if isinstance(v, dict) and "grid_search" in v)
+    if rt.Tuner.can_restore(here):
+        log(f"tune: continuing the interrupted sweep in {here}")
+        grid = rt.Tuner.restore(here, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+        return check_finished(grid, expected, here, ctrl_c)
     scheduler = (ASHAScheduler(time_attr="iter", max_t=t.iters, grace_period=t.grace_iters,
                                reduction_factor=t.reduction_factor) if t.scheduler == "asha" else None)
-    return rt.Tuner(trainable, param_space=space,
+    grid = rt.Tuner(trainable, param_space=space,
                     tune_config=rt.TuneConfig(metric=metric, mode="min", search_alg=search_alg,
                                               scheduler=scheduler, num_samples=num_samples,
                                               max_concurrent_trials=t.max_concurrent_trials,
                                               trial_dirname_creator=trial_dirname),
                     run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1)).fit()
+    return check_finished(grid, expected, here, ctrl_c)
+
+
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before every trial ended (Ctrl-C, SIGINT): its state is saved for
+    Tuner.restore, and no output may be written from it."""
+
+
+class CtrlC:
+    """Ctrl-C (SIGINT) during a sweep, noticed. Ray Tune answers SIGINT by saving its state and
+    returning from fit() as if the sweep had ended, its stopped trials marked terminated: a
+    half-run sweep would be written as finished. So Tune's own SIGINT handler is off
+    (TUNE_DISABLE_SIGINT_HANDLER) and this one remembers the interrupt and passes it on as the
+    SIGUSR1 that Tune handles the same way (save, return); a second Ctrl-C, or one outside
+    Tune's fit, raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.interrupted = False
+
+    def _handler(self, signum, frame):
+        if self.interrupted or signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise KeyboardInterrupt
+        self.interrupted = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def check_finished(grid, expected: int, path: str, ctrl_c: CtrlC | None = None):
+    """`grid` if the sweep was not interrupted and every one of the `expected` trials ended
+    (finished, stopped by the scheduler or failed); else SweepInterrupted."""
+    ended = grid.num_terminated + grid.num_errors
+    if (ctrl_c is not None and ctrl_c.interrupted) or len(grid) < expected or ended < len(grid):
+        raise SweepInterrupted(
+            f"the sweep in {path} was interrupted with {ended} of {expected} trials ended; its state is "
+            "saved and no output was written. Run the stage again (dvc repro) to continue it.")
+    return grid
 
 
 def _parent_run(client, experiment_id: str, name: str, params: Params, metric: str) -> str:
@@ -389,17 +441,18 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
             [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
 
     def fit(storage: str, name: str, static: dict, space: dict | None = None):
-        return _fit(storage, name, static, params, knobs, metric, log, space)
+        return _fit(storage, name, static, params, knobs, metric, log, space, ctrl_c)
 
     def rows_of(results) -> list[dict]:
         return _rows(results, knobs, metric, t.iters, {k: r.info.run_id for k, r in runs().items()})
 
-    if t.scheduler == "sha":
-        restored = rt.Tuner.can_restore(f"{path}/leg-{rungs(t)[0]}")
-        rows = _halving(fit, path, static, t, rows_of, log)
-    else:
-        restored = rt.Tuner.can_restore(path)
-        rows = rows_of(fit(storage, name, static))
+    with CtrlC() as ctrl_c:
+        if t.scheduler == "sha":
+            restored = rt.Tuner.can_restore(f"{path}/leg-{rungs(t)[0]}")
+            rows = _halving(fit, path, static, t, rows_of, log)
+        else:
+            restored = rt.Tuner.can_restore(path)
+            rows = rows_of(fit(storage, name, static))
     children = runs()
     for row in rows:
         # A stopped trial trains on until Tune's stop reaches it: count what it did.
