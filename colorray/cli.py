@@ -12,7 +12,8 @@ from colorray.data.archive import UnsafeArchiveError
 from colorray.data.download import DownloadError
 
 # Errors that are the user's input, not a bug: one clear line, no traceback.
-USER_ERRORS = (ConfigError, DownloadError, UnsafeArchiveError, FileNotFoundError, KeyError, ValueError)
+USER_ERRORS = (ConfigError, DownloadError, UnsafeArchiveError, FileNotFoundError, FileExistsError, KeyError,
+               ValueError)
 
 
 def cmd_fetch(args) -> None:

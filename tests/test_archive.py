@@ -89,3 +89,62 @@ def test_not_an_archive_is_named(tmp_path):
     p.write_bytes(b"hello")
     with pytest.raises(UnsafeArchiveError, match="neither a zip nor a tar"):
         extract(p, tmp_path / "out", max_bytes=10**6)
+
+
+# ---- issue 15: header bombs, duplicates, devices, FIFOs, unwritable members -------------------------
+
+def _gnu_longname_bomb(path, name_bytes: int):
+    """A .tar.gz whose one member has a GNU long name of `name_bytes` bytes: a few KB on disk."""
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tf:
+        ti = tarfile.TarInfo("a/" + "x" * name_bytes)
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"x"))
+    return path
+
+
+def test_a_tar_header_bomb_is_refused_before_it_is_read_whole(tmp_path):
+    import tracemalloc
+
+    archive = _gnu_longname_bomb(tmp_path / "bomb.tar.gz", 50 * 2**20)  # a 50 MB name
+    assert archive.stat().st_size < 200_000
+    tracemalloc.start()
+    with pytest.raises(UnsafeArchiveError, match="extended header"):
+        extract(archive, tmp_path / "out", max_bytes=10**9)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5 * 2**20, f"{peak / 2**20:.0f} MiB to refuse it"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.extracting").exists()
+
+
+def test_a_member_name_longer_than_a_path_is_named_not_a_traceback(tmp_path):
+    archive = _gnu_longname_bomb(tmp_path / "long.tar.gz", 5000)
+    with pytest.raises(UnsafeArchiveError, match="member name of 5,002 characters"):
+        extract(archive, tmp_path / "out", max_bytes=10**9)
+
+
+@pytest.mark.parametrize("make", [_zip, _tar])
+def test_duplicate_members_are_refused(tmp_path, make):
+    archive = make(tmp_path / ("a.zip" if make is _zip else "a.tgz"), [OK, ("root/ok.txt", b"other", None)])
+    with pytest.raises(UnsafeArchiveError, match="appears twice"):
+        extract(archive, tmp_path / "out", max_bytes=10**6)
+
+
+@pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
+def test_device_and_fifo_members_are_refused(tmp_path, kind):
+    path = tmp_path / "dev.tar"
+    with tarfile.open(path, "w") as tf:
+        tf.addfile(tarfile.TarInfo("root/ok.txt"), io.BytesIO(b""))
+        ti = tarfile.TarInfo("root/dev")
+        ti.type = kind
+        tf.addfile(ti)
+    with pytest.raises(UnsafeArchiveError, match="special file"):
+        extract(path, tmp_path / "out", max_bytes=10**6)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_archive_is_named(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", [OK, ("root/big.bin", os.urandom(200_000), None)])
+    archive.write_bytes(archive.read_bytes()[:50_000])
+    with pytest.raises(UnsafeArchiveError, match="corrupt or truncated|cannot be extracted"):
+        extract(archive, tmp_path / "out", max_bytes=10**6)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.extracting").exists()

@@ -1,6 +1,7 @@
 """Defensive decoding, and the folder source on a user's messy photo folder."""
 import io
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -137,3 +138,137 @@ def test_folder_source_without_a_folder_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.path"):
         fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
     assert not (tmp_path / "raw").exists()
+
+
+# ---- issue 15: memory bombs, foreign formats, any decoder failure, what the folder source opens ----
+
+def _png_strip(width: int, height: int) -> bytes:
+    """A valid gray PNG of width x height: 1 x 2,000,000 compresses to a few KB."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    raw = b"".join(b"\0" + b"\x80" * width for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def test_an_elongated_png_is_a_dropped_file_not_a_memory_bomb(tmp_path):
+    """1 x 2,000,000 (under Pillow's pixel limit): the old resize asked for 64 x 128,000,000."""
+    from colorray.data.decode import resize_center_crop
+
+    data = _png_strip(1, 2_000_000)
+    assert len(data) < 10_000
+    rgb = decode_image(data)
+    with pytest.raises(BadImage, match="aspect ratio 1:2000000"):
+        resize_center_crop(rgb, 64)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "strip.png").write_bytes(data)
+    (photos / "ok.png").write_bytes(_encode(Image.fromarray(_colorful()), "PNG"))
+    cfg = DataParams(source="folder", path=str(photos), image_size=64, val_fraction=0, test_fraction=0)
+    fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
+    manifest = write_shards(cfg, tmp_path / "raw", tmp_path / "shards", workers=2, progress=False)
+    assert [d["key"] for d in manifest["dropped"]] == ["strip.png"] and manifest["kept"] == 1
+
+
+def test_a_wide_photo_is_cropped_in_source_coordinates():
+    from colorray.data.decode import resize_center_crop
+
+    rgb = np.zeros((40, 200, 3), np.uint8)
+    rgb[:, 80:120] = 255  # the centred square is white
+    out = resize_center_crop(rgb, 16)
+    assert out.shape == (16, 16, 3) and out.min() > 200
+
+
+def test_postscript_named_jpg_is_refused_without_ghostscript(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(1))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(BadImage, match="PostScript/EPS file, not an accepted image format"):
+        decode_image(eps)
+    assert opened == []  # Pillow's EPS plugin (Ghostscript) was never tried
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_animated_and_multi_frame_files_are_refused(fmt):
+    frames = [Image.fromarray(_colorful()), Image.fromarray(255 - _colorful())]
+    data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(BadImage, match="animated or multi-frame"):
+        decode_image(data)
+
+
+def test_any_decoder_failure_is_that_files_reason_not_a_dead_stage(tmp_path, monkeypatch):
+    import colorray.data.shards as shards
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "c.png"):
+        (photos / name).write_bytes(_encode(Image.fromarray(_colorful()), "PNG"))
+    boom = _encode(Image.fromarray(_colorful(50, 30)), "PNG")
+    (photos / "boom.png").write_bytes(boom)
+    real = shards.decode_image
+
+    def flaky(data, *a, **k):  # a decoder bug that only this file triggers
+        if data == boom:
+            raise RuntimeError("decoder bug")
+        return real(data, *a, **k)
+
+    monkeypatch.setattr(shards, "decode_image", flaky)
+    cfg = DataParams(source="folder", path=str(photos), image_size=32, val_fraction=0, test_fraction=0)
+    fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
+    manifest = write_shards(cfg, tmp_path / "raw", tmp_path / "shards", workers=1, progress=False)
+    assert manifest["kept"] == 2 and len(manifest["dropped"]) == 1
+    assert "cannot prepare it (RuntimeError: decoder bug)" in manifest["dropped"][0]["reason"]
+
+
+def test_the_folder_source_opens_no_fifo_link_or_oversized_file(tmp_path):
+    """A FIFO named like a photo (reading it would block forever), a 2 GiB sparse 'photo', a
+    video, a link to a file outside the folder and a link loop: none is opened or followed;
+    each is named in the manifest's ignored list, and the good photo is sharded."""
+    photos = tmp_path / "photos"
+    (photos / "album").mkdir(parents=True)
+    (photos / "album" / "ok.png").write_bytes(_encode(Image.fromarray(_colorful()), "PNG"))
+    os.mkfifo(photos / "pipe.jpg")
+    with open(photos / "huge.jpg", "wb") as f:
+        f.truncate(2 * 2**30)
+    (photos / "clip.mp4").write_bytes(b"\0" * 100)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_encode(Image.fromarray(_colorful()), "PNG"))
+    (photos / "outside.png").symlink_to(secret)
+    (photos / "album" / "loop").symlink_to(photos)
+    cfg = DataParams(source="folder", path=str(photos), image_size=32, val_fraction=0, test_fraction=0)
+    fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
+    manifest = write_shards(cfg, tmp_path / "raw", tmp_path / "shards", workers=1, progress=False)
+    ignored = dict(line.split(": ", 1) for line in manifest["ignored"])
+    assert set(ignored) == {"pipe.jpg", "huge.jpg", "clip.mp4", "outside.png", "album/loop"}
+    assert "FIFO" in ignored["pipe.jpg"] and "over the 1,024 MiB limit" in ignored["huge.jpg"]
+    assert "symbolic link" in ignored["outside.png"] and "symbolic link" in ignored["album/loop"]
+    assert manifest["kept"] == 1 and manifest["inputs"] == 1
+    assert sum(1 for _ in (tmp_path / "raw").rglob("*")) < 10  # no tree copied through the loop
+
+
+def test_fetch_out_never_replaces_a_folder_that_is_not_colorrays(tmp_path):
+    from colorray.cli import main
+
+    precious = tmp_path / "data"
+    (precious / "downloads").mkdir(parents=True)
+    (precious / "downloads" / "big.zip").write_bytes(b"40 GB of downloads")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "ok.png").write_bytes(_encode(Image.fromarray(_colorful()), "PNG"))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: folder\n  path: {photos}\n")
+    with pytest.raises(SystemExit) as e:
+        main(["fetch", "--params", str(params), "--out", str(precious), "--downloads", str(tmp_path / "dl")])
+    assert e.value.code == 2
+    assert (precious / "downloads" / "big.zip").read_bytes() == b"40 GB of downloads"
+    main(["fetch", "--params", str(params), "--out", str(tmp_path / "raw"), "--downloads", str(tmp_path / "dl")])
+    main(["fetch", "--params", str(params), "--out", str(tmp_path / "raw"), "--downloads", str(tmp_path / "dl")])
+    with pytest.raises(SystemExit):  # shard --out onto the same folder: refused too
+        main(["shard", "--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(precious)])
+    assert (precious / "downloads" / "big.zip").exists()

@@ -97,3 +97,119 @@ def test_http_download_resumes_with_a_range_request(tmp_path, http_url):
 def test_unreachable_host_says_how_to_use_a_local_copy(tmp_path):
     with pytest.raises(DownloadError, match="file:///"):
         download("http://127.0.0.1:9/data.zip", tmp_path / "x.zip", progress=False)
+
+
+# ---- issue 15: short bodies, resume validators, schemes and redirects ------------------------------
+
+class _ShortHandler(http.server.BaseHTTPRequestHandler):
+    """Announces the whole payload, sends `cut` bytes of it, closes (a dropped connection); with
+    cut None it behaves, honouring Range and If-Range against its ETag."""
+
+    cut: int | None = None
+    etag = '"v1"'
+    seen: list = []
+
+    def do_GET(self):
+        rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+        self.seen.append((rng, if_range))
+        start = int(rng.split("=")[1].rstrip("-")) if rng and if_range in (None, self.etag) else 0
+        body = PAYLOAD[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", self.etag)
+        self.end_headers()
+        self.wfile.write(body if self.cut is None else body[:self.cut])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def short_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ShortHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _ShortHandler.seen, _ShortHandler.cut, _ShortHandler.etag = [], None, '"v1"'
+    yield f"http://127.0.0.1:{server.server_address[1]}/data.bin"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("checksum", [None, SHA])
+def test_a_short_http_body_is_an_error_that_keeps_the_part_and_resumes(tmp_path, short_url, checksum):
+    from colorray.data.download import IncompleteDownload
+
+    dest = tmp_path / "x.bin"
+    _ShortHandler.cut = 400_000
+    with pytest.raises(IncompleteDownload, match="after 400,000 of 1048576 bytes"):
+        download(short_url, dest, checksum, progress=False)
+    assert not dest.exists() and dest.with_name("x.bin.part").stat().st_size == 400_000
+    _ShortHandler.cut = None  # the connection holds this time: the download resumes from the .part
+    assert download(short_url, dest, checksum, progress=False).read_bytes() == PAYLOAD
+    assert _ShortHandler.seen[-1] == ("bytes=400000-", '"v1"')  # Range + If-Range with the version it began
+
+
+def test_a_file_changed_on_the_server_is_fetched_whole_not_joined(tmp_path, short_url):
+    dest = tmp_path / "x.bin"
+    _ShortHandler.cut = 300_000
+    with pytest.raises(DownloadError):
+        download(short_url, dest, progress=False)
+    _ShortHandler.cut, _ShortHandler.etag = None, '"v2"'  # If-Range no longer matches: a full 200
+    assert download(short_url, dest, SHA, progress=False).read_bytes() == PAYLOAD
+
+
+def test_a_416_is_complete_only_when_the_size_says_so(tmp_path, monkeypatch):
+    """416 Range Not Satisfiable for a .part longer than the file: start over, not 'complete'."""
+    import io
+    import urllib.error
+
+    import colorray.data.download as dl
+
+    calls = []
+
+    class Opener:
+        def open(self, req, timeout):
+            calls.append(req.get_header("Range"))
+            if req.get_header("Range"):
+                raise urllib.error.HTTPError(req.full_url, 416, "Range Not Satisfiable",
+                                             {"Content-Range": f"bytes */{len(PAYLOAD)}"}, io.BytesIO())
+            resp = io.BytesIO(PAYLOAD)
+            resp.status, resp.headers = 200, {"Content-Length": str(len(PAYLOAD))}
+            return resp
+
+    monkeypatch.setattr(dl, "_OPENER", Opener())
+    dest = tmp_path / "x.bin"
+    dest.with_name("x.bin.part").write_bytes(b"\0" * (len(PAYLOAD) + 10))  # not a prefix of the file
+    assert download("https://example.invalid/x.bin", dest, SHA, progress=False).read_bytes() == PAYLOAD
+    assert calls == [f"bytes={len(PAYLOAD) + 10}-", None]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x.zip", "data:text/plain;base64,aGk=",
+                                 "http://example.com/x.zip", "gopher://example.com/x"])
+def test_only_https_and_file_urls_are_fetched(tmp_path, url):
+    with pytest.raises(DownloadError, match="scheme is refused"):
+        download(url, tmp_path / "x.zip", progress=False)
+
+
+def test_a_redirect_from_https_to_http_is_refused():
+    import urllib.request
+
+    from colorray.data.download import _CheckedRedirects
+
+    req = urllib.request.Request("https://example.com/x.zip")
+    with pytest.raises(DownloadError, match="away from https"):
+        _CheckedRedirects().redirect_request(req, None, 302, "Found", {}, "http://mirror.example.com/x.zip")
+
+
+def test_every_registry_url_is_https_and_checksums_are_claimed_only_where_they_exist():
+    from colorray.data.sources import SOURCES
+
+    for source in SOURCES.values():
+        for f in source.files:
+            assert f.url is None or f.url.startswith("https://"), f.url
+    assert all(f.checksum is None for f in SOURCES["coco2017"].files)  # COCO publishes none
+    assert all(f.checksum for name in ("tiny-imagenet", "places365", "colorized-mnist", "celeba")
+               for f in SOURCES[name].files)

@@ -124,3 +124,32 @@ def test_cli_reports_bad_params_without_a_traceback(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     assert "data.image_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_swap_killed_between_its_renames_is_finished_by_the_next_run(tmp_path, skimage_shards, monkeypatch):
+    """Killed after shards -> shards.old and before shards.partial -> shards: data/shards is
+    missing. The next run puts the previous version back before anything else, then replaces it;
+    no shards.old is left behind."""
+    import colorray.atomic as atomic
+
+    raw = skimage_shards.parent / "raw"
+    out = tmp_path / "shards"
+    write_shards(DataParams(image_size=32), raw, out, progress=False)
+    before = read_manifest(out)
+    real_replace = os.replace
+
+    def killed_after_the_first_rename(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".old"):
+            raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(atomic.os, "replace", killed_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
+    monkeypatch.undo()
+    assert not out.exists() and (tmp_path / "shards.old").exists()
+    atomic.recover_dir(out)  # what every stage does first (a reader that finds no output, too)
+    assert read_manifest(out) == before and not (tmp_path / "shards.old").exists()
+    write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
+    assert read_manifest(out)["params"]["shard_max_mb"] == 0.2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
