@@ -194,9 +194,9 @@ def find_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                    found.setdefault(f.resolve(), f.relative_to(p))
+            for f in sorted(p.rglob("*")):  # a FIFO or device named like a photo is listed, and refused by name
+                if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir():
+                    found.setdefault(f.resolve() if f.exists() else f.absolute(), f.relative_to(p))
         elif p.is_file():
             found.setdefault(p.resolve(), Path(p.name))
         else:
@@ -288,7 +288,7 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
             skipped[str(src)] = f"{existing} exists (--overwrite replaces it)"
             continue
         try:
-            rgb = decode_image(read_image_file(src))
+            rgb = decode_image(read_image_file(src, follow_links=True))
         except BadImage as e:
             failed[str(src)] = str(e)
             continue

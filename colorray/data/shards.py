@@ -77,10 +77,10 @@ def _decode_cached(path: str) -> np.ndarray:
     return decode_image(Path(path).read_bytes())
 
 
-def read_image_file(path: Path) -> bytes:
+def read_image_file(path: Path, follow_links: bool = False) -> bytes:
     """The bytes of one input file, checked by its metadata before anything is read."""
     try:
-        problem = folder_file_problem(path)
+        problem = folder_file_problem(path, follow_links)
         if problem is not None:
             raise BadImage(problem)
         return path.read_bytes()

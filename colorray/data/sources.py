@@ -67,10 +67,11 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def folder_file_problem(path: Path) -> str | None:
+def folder_file_problem(path: Path, follow_links: bool = False) -> str | None:
     """Why a file of the user's folder is not read (None: it is), from its metadata only:
-    nothing is opened that is not a regular image file of a bounded size."""
-    st = path.lstat()
+    nothing is opened that is not a regular image file of a bounded size. Links are refused
+    unless `follow_links` (colorize: a link to a photo is the user's own choice)."""
+    st = path.stat() if follow_links else path.lstat()
     if stat.S_ISLNK(st.st_mode):
         return "symbolic link, not followed"
     if not stat.S_ISREG(st.st_mode):
