@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from colorray.config import ConfigError, load_params
+from colorray.config import ConfigError, StageInterrupted, load_params
 from colorray.data.archive import UnsafeArchiveError
 from colorray.data.download import DownloadError
 
@@ -280,12 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from colorray.sweep.run import SweepInterrupted
-
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (SweepInterrupted, KeyboardInterrupt) as e:  # nothing written; 130: ended by SIGINT
+    except (StageInterrupted, KeyboardInterrupt) as e:  # nothing written; 130: ended by SIGINT
         print(f"colorray {args.command}: interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as e:

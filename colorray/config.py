@@ -35,6 +35,11 @@ class ConfigError(ValueError):
     """A params file (or override) that does not describe a valid configuration."""
 
 
+class StageInterrupted(RuntimeError):
+    """A stage stopped before its work was done (Ctrl-C): nothing was written, and running
+    it again continues where it stopped. The command line exits 130."""
+
+
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default), and a
     # loaded config is immutable so no stage can change what DVC recorded.

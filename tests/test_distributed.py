@@ -211,20 +211,51 @@ def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run
     assert max(m.value for m in history) == RUN_ITERS == runs[0].data.metrics["iter"]
 
 
-def test_train_resume_continues_a_finished_run_for_more_iterations(cluster_run, uneven_shards, tmp_path):
+def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_that(cluster_run, uneven_shards,
+                                                                                      tmp_path):
     """train.resume on (a copy of) the finished run above, now on a local Ray instance: it
-    starts from the run's final state, not from 0."""
+    starts from the run's final state, not from 0. Ctrl-C part-way: exit 130, nothing written;
+    the same command again continues that run (its MLflow run, its last checkpoint)."""
     run_dir, _, returncode, out = cluster_run
     assert returncode == 0, out[-4000:]
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
-    params = _project_params(tmp_path, train={"iters": RUN_ITERS + 4, "resume": True})
+    first_run = glob.glob(str(tmp_path / "ray" / "colorray-*"))
+    generator_before = (tmp_path / "models" / "generator.pt").read_bytes()
+    end = RUN_ITERS + 12
+    params = _project_params(tmp_path, train={"iters": end, "resume": True})
+    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            new = [f for f in glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json"))
+                   if str(Path(f).parent) not in first_run]
+            if new and json.loads(Path(new[0]).read_text())["iter"] >= RUN_ITERS + 8:  # past a checkpoint
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            time.sleep(0.2)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
+    assert (tmp_path / "models" / "generator.pt").read_bytes() == generator_before  # nothing written
+
     r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "continuing the interrupted run" in r.stdout
     state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
-    assert state["iter"] == RUN_ITERS + 4
-    first, second = sorted(glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json")), key=os.path.getmtime)
-    assert json.loads(Path(second).read_text())["started_at_iter"] == RUN_ITERS  # where the first run ended
+    assert state["iter"] == end
+    (resumed,) = [f for f in glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-0.json"))
+                  if str(Path(f).parent) not in first_run]  # one Ray Train run, continued
+    started = json.loads(Path(resumed).read_text())["started_at_iter"]
+    assert RUN_ITERS + 4 <= started < end and started % 4 == 0  # from its last checkpoint, past the first run
+    client, runs = _mlflow_runs(tmp_path)
+    assert len(runs) == 2  # the cluster run, and this one (interrupted, then continued)
+    history = client.get_metric_history(runs[0].info.run_id, "iter")
+    assert max(m.value for m in history) == end and min(m.value for m in history) == RUN_ITERS + 2
 
 
 LISTENERS = r"""

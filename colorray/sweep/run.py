@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from colorray.atomic import write_bytes_atomic, write_text_atomic
-from colorray.config import ConfigError, Params, TuneParams, flatten, parse_params
+from colorray.config import ConfigError, Params, StageInterrupted, TuneParams, flatten, parse_params
 from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
 
 # A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
@@ -182,7 +182,7 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
     return check_finished(grid, expected, here, ctrl_c)
 
 
-class SweepInterrupted(RuntimeError):
+class SweepInterrupted(StageInterrupted):
     """The sweep stopped before every trial ended (Ctrl-C, SIGINT): its state is saved for
     Tuner.restore, and no output may be written from it."""
 

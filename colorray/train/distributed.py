@@ -12,7 +12,9 @@ to MLflow (DESIGN.md traps 4-6).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 import tempfile
 import time
@@ -23,7 +25,7 @@ import torch
 
 from colorray.atomic import write_json_atomic, write_text_atomic
 from colorray.color import rgb_uint8_to_lab
-from colorray.config import Params, flatten, parse_params
+from colorray.config import Params, StageInterrupted, flatten, parse_params
 from colorray.data.loader import make_loader
 from colorray.models.files import save_generator
 from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
@@ -317,6 +319,35 @@ def check_batches(params: Params, shards: Path) -> None:
                          f"({size} images{' with data.dataset_size' if params.data.dataset_size else ''})")
 
 
+PENDING = "train-pending.json"  # in <root>/ray_results: the run an interrupted train stage continues
+
+
+def _run_key(params: Params, shards: Path, resume_from: str | None) -> str:
+    """What makes a training run the same one: its parameters, its data, its starting state and
+    the colorray code."""
+    h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    h.update((shards / "manifest.json").read_bytes())
+    h.update(Path(resume_from).read_bytes() if resume_from else b"")
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _final_iter(result) -> int:
+    return int((result.metrics or {}).get("iter", 0))
+
+
+def _pending_run(pending: Path, key: str, client) -> str | None:
+    """The MLflow run id of an unfinished train stage with this key, if its run still exists."""
+    try:
+        saved = json.loads(pending.read_text())
+        if saved.get("key") == key:
+            return client.get_run(saved["run_id"]).info.run_id
+    except Exception:  # no file, another key, a deleted run: a new run
+        pass
+    return None
+
+
 def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir: Path,
         resume: bool = False, run_name: str | None = None) -> dict:
     """Train with Ray Train and record everything; returns a summary."""
@@ -339,7 +370,18 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
 
     init_ray()
     storage = r.storage_path or str(root / "ray_results")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    # An interrupted train stage (Ctrl-C, a crash) left its run unfinished: the same parameters,
+    # data and code continue that run (its MLflow run, and its Ray Train run, whose latest
+    # checkpoint the workers get back from storage); anything else starts a new one.
+    pending = root / "ray_results" / PENDING
+    key = _run_key(params, shards, resume_from)
+    run_id = _pending_run(pending, key, client)
+    if run_id:
+        print(f"train: continuing the interrupted run {run_id} from its last checkpoint", flush=True)
+    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                          run_name=None if run_id else run_name) as run:
+        if run_id is None:
+            write_json_atomic(pending, {"key": key, "run_id": run.info.run_id})
         log_params(client, run.info.run_id, params)
         mlflow.set_tags({"colorray.stage": "train", "colorray.workers": r.num_workers,
                          "colorray.global_batch": t.batch_size,
@@ -347,12 +389,19 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
         run_dir = Path(storage if "://" not in storage else tempfile.gettempdir()) / f"colorray-{run.info.run_id}"
         config = worker_config(params, shards, run.info.run_id, tracking_uri, run_dir,
                                fid_cache_dir(params, root), resume_from)
-        result = torch_trainer(params, config, f"colorray-{run.info.run_id}", storage).fit()
+        try:
+            result = torch_trainer(params, config, f"colorray-{run.info.run_id}", storage).fit()
+        except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run and exits from inside fit()
+            result = None
+        if result is None or (result.checkpoint is not None and _final_iter(result) < t.iters):
+            raise StageInterrupted(
+                f"training stopped before iteration {t.iters}; its checkpoints are kept in {storage}/colorray-"
+                f"{run.info.run_id} and no output was written. Run the stage again to continue it.")
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
         with result.checkpoint.as_directory() as d:
             final = load_checkpoint(Path(d) / CHECKPOINT, precision=FP32)  # only re-saved, not trained
-            final.save(models_dir / CHECKPOINT)  # the full state, for train.resume
+        final.save(models_dir / CHECKPOINT)  # the full state, for train.resume
         history = _history(client, run.info.run_id)
         precision = run_precision(client, run.info.run_id)
         json_path, csv_path = _write_outputs(history, metrics_dir, precision)
@@ -367,5 +416,6 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
 
         model_uri = log_colorizer(generator).model_uri  # weights + colorray's code: nothing pickled
         save_generator(final.G, params, final.iter, generator, run_id=run.info.run_id, model_uri=model_uri)
+    pending.unlink(missing_ok=True)  # finished: the next run with these parameters is a new one
     return {"run_id": run.info.run_id, "iterations": final.iter, "model_uri": model_uri,
             "metrics": history[-1] if history else {}, "precision": precision}
