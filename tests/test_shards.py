@@ -153,3 +153,25 @@ def test_a_swap_killed_between_its_renames_is_finished_by_the_next_run(tmp_path,
     write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
     assert read_manifest(out)["params"]["shard_max_mb"] == 0.2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
+def _dies_on_coffee(chunk):
+    """A decoding worker that the kernel kills (for memory) on the chunk with the coffee photo."""
+    from colorray.data.shards import _prepare_task
+
+    if any("coffee" in item.path for item, _, _ in chunk):
+        os._exit(137)
+    return [_prepare_task(args) for args in chunk]
+
+
+def test_a_decoding_worker_killed_for_memory_stops_the_stage_with_its_files_not_a_hang(tmp_path, skimage_shards,
+                                                                                      monkeypatch):
+    """Pool.imap waited forever for a worker the kernel had killed; now the stage stops with a
+    named error (the files that worker held), and the output folder is untouched."""
+    import colorray.data.shards as shards
+
+    monkeypatch.setattr(shards, "_prepare_chunk", _dies_on_coffee)
+    with pytest.raises(RuntimeError, match="a decoding process died .* on one of: .*coffee"):
+        write_shards(DataParams(image_size=32), skimage_shards.parent / "raw", tmp_path / "out", workers=2,
+                     progress=False)
+    assert not (tmp_path / "out").exists()

@@ -141,10 +141,10 @@ def _prepared(tasks, workers: int, chunk: int = 32):
             batch, future = pending.popleft()
             try:
                 yield from future.result()
-            except BrokenProcessPool:
-                names = ", ".join(item.path for item, _, _ in batch[:5])
-                raise RuntimeError(f"a decoding process died (killed for memory?) on one of: {names}"
-                                   f"{' ...' if len(batch) > 5 else ''}") from None
+            except BrokenProcessPool:  # the dead worker's chunk is one of those in flight
+                held = list(dict.fromkeys(item.path for b in [batch, *(b for b, _ in pending)] for item, _, _ in b))
+                raise RuntimeError(f"a decoding process died (killed for memory?) on one of: {', '.join(held[:10])}"
+                                   f"{f' and {len(held) - 10} more' if len(held) > 10 else ''}") from None
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
