@@ -62,10 +62,15 @@ def _set_param(project_dir, key, value):
 
 
 def test_repro_then_noop_then_only_the_affected_stages(project):
+    """The whole DAG. Its first `dvc repro` is interrupted with Ctrl-C in the tune stage's
+    successive-halving sweep (nothing written, tune still listed by `dvc status`); the next
+    `dvc repro` resumes the sweep and builds the rest; then a no-op, then one changed stage."""
     proj, env = project
-    _set_param(proj, "tune.enabled", True)
+    first, interrupted = _ctrl_c_during_tune(proj, env)
+    assert "Running stage 'fetch'" in first and "Running stage 'shard'" in first
     out = _sh(["dvc", "repro"], proj, env)
-    for stage in ("fetch", "shard", "tune", "train", "baseline", "classifier", "evaluate"):
+    _check_resumed_sweep(proj, out, interrupted)
+    for stage in ("tune", "train", "baseline", "classifier", "evaluate"):
         assert f"Running stage '{stage}'" in out
     manifest = json.loads((proj / "data/shards/manifest.json").read_text())
     assert manifest["source"] == "skimage" and manifest["kept"] > 3000
@@ -189,20 +194,17 @@ def _leg_states(proj) -> dict:
     return {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"] for t in data["trial_data"]}
 
 
-def test_ctrl_c_during_the_tune_stage_writes_nothing_and_the_next_repro_resumes_the_sweep(project):
+def _ctrl_c_during_tune(proj, env) -> tuple[str, dict]:
     """SIGINT to `dvc repro` (its process group, as Ctrl-C sends it) while the tune stage runs a
-    successive-halving sweep: the stage exits non-zero without writing tune/, `dvc status` still
-    lists tune, and the next `dvc repro tune` continues the sweep: it runs only the trial that
-    was cut off, then continues the better of the two from its checkpoint at the rung."""
+    successive-halving sweep, once one trial has reached the rung and the other is running: the
+    stage exits non-zero without writing tune/, and `dvc status` still lists tune. Returns the
+    output and what the sweep had done."""
     import glob
     import signal
     import time
 
-    from mlflow import MlflowClient
-
     from colorray.sweep.run import STARTS
 
-    proj, env = project
     for key, value in {"tune.enabled": True, "tune.num_samples": 2, "tune.iters": 8, "tune.report_every": 4,
                        "tune.grace_iters": 4, "tune.scheduler": "sha", "tune.reduction_factor": 2,
                        "tune.max_concurrent_trials": 1}.items():
@@ -212,7 +214,7 @@ def test_ctrl_c_during_the_tune_stage_writes_nothing_and_the_next_repro_resumes_
     _sh(["git", "commit", "-qam", "sha sweep"], proj, env)
     # A terminal's foreground job: SIGINT at its default (a background job of a script, as
     # pytest may be, inherits it ignored).
-    proc = subprocess.Popen(["dvc", "repro", "tune"], cwd=proj, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["dvc", "repro"], cwd=proj, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -231,21 +233,29 @@ def test_ctrl_c_during_the_tune_stage_writes_nothing_and_the_next_repro_resumes_
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode != 0, out[-3000:]
-    assert "interrupted" in out, out[-3000:]
+    assert "interrupted" in out and "Running stage 'train'" not in out, out[-3000:]
     assert not any((proj / "tune" / f).exists() for f in ("best_params.yaml", "results.csv", "metric_vs_knobs.png"))
     assert "tune" in _sh(["dvc", "status"], proj, env)
     before = _leg_states(proj)
     finished = {t for t, status in before.items() if status == "TERMINATED"}
     assert len(before) == 2 and len(finished) == 1  # one trial done, the other cut off mid-run
     starts = Path(glob.glob(str(proj / "ray_results" / "sweep-*" / STARTS))[0])
-    started_before = len(starts.read_text().splitlines())
+    return out, {"before": before, "finished": finished, "starts": starts,
+                 "started_before": len(starts.read_text().splitlines())}
 
-    out = _sh(["dvc", "repro", "tune"], proj, env)
+
+def _check_resumed_sweep(proj, out, interrupted):
+    """The next `dvc repro` continued the sweep: it ran only the trial that was cut off, then
+    continued the better of the two from its checkpoint at the rung, in the same MLflow runs."""
+    import glob
+
+    from mlflow import MlflowClient
+
     assert "continuing the interrupted sweep" in out
     assert "successive halving at iteration 4: 1 of 2 trials go on" in out
     with open(proj / "tune" / "results.csv") as f:
         rows = {row["trial_id"]: row for row in csv.DictReader(f)}
-    assert set(rows) == set(before)
+    assert set(rows) == set(interrupted["before"])
     client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
     at_rung = {t: {m.step: m.value for m in client.get_metric_history(row["mlflow_run_id"], "val/delta_cf")}
                for t, row in rows.items()}
@@ -255,8 +265,9 @@ def test_ctrl_c_during_the_tune_stage_writes_nothing_and_the_next_repro_resumes_
     loser = (set(rows) - {winner}).pop()
     assert rows[loser]["outcome"] == "stopped early" and int(rows[loser]["iters_run"]) == 4
     # After the restart: the trial that was cut off (once), then the winner's second leg.
-    rerun = [json.loads(line) for line in starts.read_text().splitlines()][started_before:]
-    assert [s["lineage"] for s in rerun] == sorted(set(rows) - finished) + [winner]
+    lines = interrupted["starts"].read_text().splitlines()
+    rerun = [json.loads(line) for line in lines][interrupted["started_before"]:]
+    assert [s["lineage"] for s in rerun] == sorted(set(rows) - interrupted["finished"]) + [winner]
     # The second leg continued from the rung's checkpoint: its workers started at iteration 4.
     leg2 = rerun[-1]["trial_id"]
     status = json.loads(Path(glob.glob(str(proj / "ray_results" / "sweep-*" / "train" / f"{leg2}-*" / "worker-0.json"))[0])
@@ -267,4 +278,3 @@ def test_ctrl_c_during_the_tune_stage_writes_nothing_and_the_next_repro_resumes_
     assert len(parents) == 1  # the same sweep run continued
     children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    assert "tune" not in _sh(["dvc", "status", "tune"], proj, env).replace("Data and pipelines are up to date", "")
