@@ -302,7 +302,7 @@ def _places_category(member: str) -> str | None:
 class Places365Source(Source):
     name = "places365"
     study = "001 (Athletic Fields category, 256x256 small images)"
-    # md5 as published with torchvision's Places365 dataset (the site itself gives none).
+    # md5 as published with torchvision's Places365 dataset.
     files = (RemoteFile("train_256_places365standard.tar",
                         "https://data.csail.mit.edu/places/places365/train_256_places365standard.tar",
                         "md5:53ca1c756c3d1e7809517cc47c5561c5"),)
@@ -329,7 +329,7 @@ class Places365Source(Source):
 class Coco2017Source(Source):
     name = "coco2017"
     study = "002/003 (COCO-2017; data.subset_fraction = 0.2 for study 003)"
-    # COCO publishes no checksums: set data.sha256 / use a verified mirror to pin them.
+    # COCO publishes no checksums: fetched unverified (fetch says so) unless from a verified mirror.
     files = (RemoteFile("train2017.zip", "https://images.cocodataset.org/zips/train2017.zip"),
              RemoteFile("val2017.zip", "https://images.cocodataset.org/zips/val2017.zip"))
 
