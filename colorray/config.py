@@ -9,6 +9,7 @@ Every mistake in params.yaml (unknown key, wrong type, out-of-range value) stops
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
@@ -33,6 +34,20 @@ IMAGE_SIZES = (32, 64, 128, 256)
 
 class ConfigError(ValueError):
     """A params file (or override) that does not describe a valid configuration."""
+
+
+def run_digest(params: Params, *parts: bytes) -> str:
+    """sha256 (hex) of the resolved parameters, `parts`, and every colorray source file: what
+    makes a run the same run (the sweep a re-run continues, the training an interrupted train
+    stage continues)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
+    for part in parts:
+        h.update(part)
+    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 class StageInterrupted(RuntimeError):

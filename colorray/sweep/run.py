@@ -15,7 +15,6 @@ folder and continues it with `Tuner.restore` (finished trials are kept, the othe
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -29,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from colorray.atomic import write_bytes_atomic, write_text_atomic
-from colorray.config import ConfigError, Params, StageInterrupted, TuneParams, flatten, parse_params
+from colorray.config import ConfigError, Params, StageInterrupted, TuneParams, flatten, parse_params, run_digest
 from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
 
 # A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
@@ -58,10 +57,7 @@ def ranking_metric(params: Params) -> str:
 def sweep_name(params: Params) -> str:
     """sweep-<hash of the resolved parameters and the colorray code>: the same sweep resumes,
     a changed one starts afresh."""
-    h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
-    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
-        h.update(path.read_bytes())
-    return f"sweep-{h.hexdigest()[:12]}"
+    return f"sweep-{run_digest(params)[:12]}"
 
 
 # ---- one trial ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ to MLflow (DESIGN.md traps 4-6).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -25,7 +24,7 @@ import torch
 
 from colorray.atomic import write_json_atomic, write_text_atomic
 from colorray.color import rgb_uint8_to_lab
-from colorray.config import Params, StageInterrupted, flatten, parse_params
+from colorray.config import Params, StageInterrupted, flatten, parse_params, run_digest
 from colorray.data.loader import make_loader
 from colorray.models.files import save_generator
 from colorray.train.loop import CHECKPOINT, batch_stream, check_resumable, validate
@@ -325,12 +324,8 @@ PENDING = "train-pending.json"  # in <root>/ray_results: the run an interrupted 
 def _run_key(params: Params, shards: Path, resume_from: str | None) -> str:
     """What makes a training run the same one: its parameters, its data, its starting state and
     the colorray code."""
-    h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
-    h.update((shards / "manifest.json").read_bytes())
-    h.update(Path(resume_from).read_bytes() if resume_from else b"")
-    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    start = Path(resume_from).read_bytes() if resume_from else b""
+    return run_digest(params, (shards / "manifest.json").read_bytes(), start)[:16]
 
 
 def _final_iter(result) -> int:
