@@ -9,13 +9,16 @@ Every mistake in params.yaml (unknown key, wrong type, out-of-range value) stops
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from colorray.presets import PRESETS
 
 SOURCE_NAMES = (
     "skimage",
@@ -32,6 +35,11 @@ SourceName = Literal[
 IMAGE_SIZES = (32, 64, 128, 256)
 
 
+class UserError(Exception):
+    """Input or surroundings the user must fix (a download that fails, an unsafe archive): the
+    command line prints its message in one line, no traceback, and exits 2."""
+
+
 class ConfigError(ValueError):
     """A params file (or override) that does not describe a valid configuration."""
 
@@ -40,8 +48,6 @@ def run_digest(params: Params, *parts: bytes) -> str:
     """sha256 (hex) of the resolved parameters, `parts`, and every colorray source file: what
     makes a run the same run (the sweep a re-run continues, the training an interrupted train
     stage continues)."""
-    import hashlib
-
     h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     for part in parts:
         h.update(part)
@@ -50,35 +56,57 @@ def run_digest(params: Params, *parts: bytes) -> str:
     return h.hexdigest()
 
 
+def tuned_params(path: str | Path, best: Path | None) -> "Params":
+    """params.yaml with the sweep's winner (tune/best_params.yaml) applied over it when that
+    file exists: the parameters of the train, baseline and evaluate stages."""
+    return load_params(path, best if best and best.exists() else None)
+
+
 class StageInterrupted(RuntimeError):
     """A stage stopped before its work was done (Ctrl-C): nothing was written, and running
     it again continues where it stopped. The command line exits 130."""
+
+
+# The default of every key, as data (see the file's header): read once, never written.
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+DEFAULTS: dict = yaml.safe_load(DEFAULTS_FILE.read_text())
 
 
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default), and a
     # loaded config is immutable so no stage can change what DVC recorded.
     model_config = ConfigDict(extra="forbid", frozen=True)
+    section: ClassVar[str] = ""  # its name in params.yaml and defaults.yaml
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, given: Any) -> Any:
+        """Keys the input leaves out take their value from defaults.yaml."""
+        if cls.section and isinstance(given, dict):
+            return {**DEFAULTS[cls.section], **given}
+        return given
 
 
 class DataParams(_Section):
     """The `data:` section: which dataset, and how the fetch and shard stages prepare it."""
 
-    source: SourceName = "skimage"
-    url: Optional[str] = None  # None: the source's official URL; file:// allowed
-    sha256: Optional[str] = None  # None: the registry's checksum for the official URL, if known
-    path: Optional[str] = None  # the image folder, for source=folder
-    image_size: int = 64
-    val_fraction: float = Field(0.05, ge=0.0, le=0.5)
-    test_fraction: float = Field(0.05, ge=0.0, le=0.5)
-    split_seed: str = "colorray"
-    subset_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    categories: tuple[str, ...] = ("athletic_field/outdoor",)  # places365 only
-    min_chroma: float = Field(0.0, ge=0.0, le=100.0)
-    dataset_size: Optional[int] = Field(None, ge=1)
-    chunk_size: int = Field(64, ge=1, le=4096)
-    shard_max_mb: float = Field(16.0, gt=0.0, le=4096.0)
-    max_extract_gb: float = Field(64.0, gt=0.0)
+    section: ClassVar[str] = "data"
+
+    source: SourceName
+    url: Optional[str]  # None: the source's official URL; file:// allowed
+    sha256: Optional[str]  # None: the registry's checksum for the official URL, if known
+    path: Optional[str]  # the image folder, for source=folder
+    image_size: int
+    val_fraction: float = Field(ge=0.0, le=0.5)
+    test_fraction: float = Field(ge=0.0, le=0.5)
+    split_seed: str
+    subset_fraction: float = Field(gt=0.0, le=1.0)
+    categories: tuple[str, ...]  # places365 only
+    min_chroma: float = Field(ge=0.0, le=100.0)
+    dataset_size: Optional[int] = Field(ge=1)
+    chunk_size: int = Field(ge=1, le=4096)
+    shard_max_mb: float = Field(gt=0.0, le=4096.0)
+    max_extract_gb: float = Field(gt=0.0)
 
     @field_validator("image_size")
     @classmethod
@@ -109,46 +137,50 @@ NormName = Literal["batch", "instance", "layer", "none"]
 class ModelParams(_Section):
     """The `model:` section: generator and discriminator architecture."""
 
-    generator: Literal["unet", "zhang"] = "unet"
-    g_depth: Optional[int] = Field(None, ge=2, le=8)  # None: down to 1x1 (log2 of image_size)
-    g_channels: int = Field(64, ge=4, le=1024)  # first encoder width (Zhang: base width)
-    g_channels_max: int = Field(512, ge=4, le=4096)
-    g_norm: NormName = "batch"
-    g_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    g_dropout_blocks: tuple[int, ...] = (1, 2, 3)  # decoder blocks, 0 = innermost (pix2pix)
-    g_skip_norm: bool = False  # learned-affine instance norm on the skips (study 001)
-    g_down: Literal["conv", "maxpool"] = "conv"
-    g_up: Literal["transpose", "bilinear", "pixeltcl"] = "transpose"
-    g_in_channels: Literal[1, 3] = 1  # 3: L repeated, as study 000
+    section: ClassVar[str] = "model"
+
+    generator: Literal["unet", "zhang"]
+    g_depth: Optional[int] = Field(ge=2, le=8)  # None: down to 1x1 (log2 of image_size)
+    g_channels: int = Field(ge=4, le=1024)  # first encoder width (Zhang: base width)
+    g_channels_max: int = Field(ge=4, le=4096)
+    g_norm: NormName
+    g_dropout: float = Field(ge=0.0, lt=1.0)
+    g_dropout_blocks: tuple[int, ...]  # decoder blocks, 0 = innermost (pix2pix)
+    g_skip_norm: bool  # learned-affine instance norm on the skips (study 001)
+    g_down: Literal["conv", "maxpool"]
+    g_up: Literal["transpose", "bilinear", "pixeltcl"]
+    g_in_channels: Literal[1, 3]  # 3: L repeated, as study 000
     discriminator: Literal["patch", "dcgan", "resnet18", "resnet34", "resnet50", "resnet152",
-                           "autoencoder"] = "patch"
-    d_channels: int = Field(64, ge=4, le=1024)
-    d_layers: Optional[tuple[tuple[int, int, int], ...]] = None  # PatchGAN (channels, stride, padding)
-    d_norm: NormName = "batch"
-    init_std: float = Field(0.02, gt=0.0, le=1.0)
+                           "autoencoder"]
+    d_channels: int = Field(ge=4, le=1024)
+    d_layers: Optional[tuple[tuple[int, int, int], ...]]  # PatchGAN (channels, stride, padding)
+    d_norm: NormName
+    init_std: float = Field(gt=0.0, le=1.0)
 
 
 class GanParams(_Section):
     """The `gan:` section: objective, loss weights and stabilizers."""
 
-    objective: Literal["vanilla", "lsgan", "wgan", "wgan-gp", "ebgan", "softplus", "hinge"] = "vanilla"
-    adv_weight: float = Field(1.0, ge=0.0)  # lambda_1; 0 trains no discriminator
-    l1_weight: float = Field(100.0, ge=0.0)  # lambda_2 (pix2pix lambda)
-    l2_weight: float = Field(0.0, ge=0.0)  # lambda_3
-    huber_weight: float = Field(0.0, ge=0.0)
-    gp_weight: Optional[float] = Field(None, ge=0.0)  # None: the objective's (10 for wgan-gp)
-    gp_target: Literal["interpolate", "smoothed_fake"] = "interpolate"
-    r1_gamma: float = Field(0.0, ge=0.0)
-    r1_interval: int = Field(1, ge=1)  # lazy R1: every k critic steps, weighted by k
-    clip: float = Field(0.01, gt=0.0)  # wgan weight clipping
-    n_critic: Optional[int] = Field(None, ge=1, le=100)  # None: the objective's (5 for WGANs)
-    ebgan_margin: float = Field(40.0, gt=0.0)
-    instance_noise: float = Field(0.0, ge=0.0)  # initial std on D's ab inputs
-    instance_noise_iters: int = Field(0, ge=0)  # linear decay to 0 over this many; 0: constant
-    instance_smoothing: float = Field(0.0, ge=0.0, le=1.0)  # initial beta_s (study 001: 0.5)
-    instance_smoothing_iters: int = Field(0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # vanilla: real target 1 - eps
-    pretrain_iters: int = Field(0, ge=0)  # reconstruction-only iterations first (study 002)
+    section: ClassVar[str] = "gan"
+
+    objective: Literal["vanilla", "lsgan", "wgan", "wgan-gp", "ebgan", "softplus", "hinge"]
+    adv_weight: float = Field(ge=0.0)  # lambda_1; 0 trains no discriminator
+    l1_weight: float = Field(ge=0.0)  # lambda_2 (pix2pix lambda)
+    l2_weight: float = Field(ge=0.0)  # lambda_3
+    huber_weight: float = Field(ge=0.0)
+    gp_weight: Optional[float] = Field(ge=0.0)  # None: the objective's (10 for wgan-gp)
+    gp_target: Literal["interpolate", "smoothed_fake"]
+    r1_gamma: float = Field(ge=0.0)
+    r1_interval: int = Field(ge=1)  # lazy R1: every k critic steps, weighted by k
+    clip: float = Field(gt=0.0)  # wgan weight clipping
+    n_critic: Optional[int] = Field(ge=1, le=100)  # None: the objective's (5 for WGANs)
+    ebgan_margin: float = Field(gt=0.0)
+    instance_noise: float = Field(ge=0.0)  # initial std on D's ab inputs
+    instance_noise_iters: int = Field(ge=0)  # linear decay to 0 over this many; 0: constant
+    instance_smoothing: float = Field(ge=0.0, le=1.0)  # initial beta_s (study 001: 0.5)
+    instance_smoothing_iters: int = Field(ge=0)
+    label_smoothing: float = Field(ge=0.0, lt=0.5)  # vanilla: real target 1 - eps
+    pretrain_iters: int = Field(ge=0)  # reconstruction-only iterations first (study 002)
 
     @model_validator(mode="after")
     def _some_loss(self) -> "GanParams":
@@ -160,24 +192,26 @@ class GanParams(_Section):
 class TrainParams(_Section):
     """The `train:` section: optimisation and the step loop."""
 
-    batch_size: int = Field(32, ge=1, le=65536)
-    iters: int = Field(400, ge=1)  # generator steps
-    optimizer: Optional[Literal["adam", "rmsprop", "sgd"]] = None  # None: the objective's
-    lr_g: Optional[float] = Field(None, gt=0.0, le=1.0)
-    lr_d: Optional[float] = Field(None, gt=0.0, le=1.0)
-    betas_g: Optional[tuple[float, float]] = None
-    betas_d: Optional[tuple[float, float]] = None
-    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    lr_decay_start: float = Field(0.5, ge=0.0, lt=1.0)  # linear: fraction of iters at full lr
+    section: ClassVar[str] = "train"
+
+    batch_size: int = Field(ge=1, le=65536)
+    iters: int = Field(ge=1)  # generator steps
+    optimizer: Optional[Literal["adam", "rmsprop", "sgd"]]  # None: the objective's
+    lr_g: Optional[float] = Field(gt=0.0, le=1.0)
+    lr_d: Optional[float] = Field(gt=0.0, le=1.0)
+    betas_g: Optional[tuple[float, float]]
+    betas_d: Optional[tuple[float, float]]
+    lr_schedule: Literal["constant", "linear", "cosine"]
+    lr_decay_start: float = Field(ge=0.0, lt=1.0)  # linear: fraction of iters at full lr
     # auto: the fastest mode this device supports, measured once per device, architecture and
     # batch and cached (colorray.precision); an explicit value is used as it is.
-    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
-    channels_last: Union[Literal["auto"], bool] = "auto"
-    compile: bool = False  # torch.compile the forward passes (penalties stay eager)
-    sync_batchnorm: bool = False  # BatchNorm statistics over all workers (SyncBatchNorm)
-    seed: int = 0
-    checkpoint_every: int = Field(100, ge=1)
-    resume: bool = False  # continue the run in models/checkpoint.pt (e.g. with more iters)
+    amp: Literal["auto", "none", "bf16", "fp16"]
+    channels_last: Union[Literal["auto"], bool]
+    compile: bool  # torch.compile the forward passes (penalties stay eager)
+    sync_batchnorm: bool  # BatchNorm statistics over all workers (SyncBatchNorm)
+    seed: int
+    checkpoint_every: int = Field(ge=1)
+    resume: bool  # continue the run in models/checkpoint.pt (e.g. with more iters)
 
     @field_validator("betas_g", "betas_d")
     @classmethod
@@ -190,39 +224,34 @@ class TrainParams(_Section):
 class RayParams(_Section):
     """The `ray:` section: how the train stage runs on Ray Train."""
 
-    num_workers: int = Field(1, ge=1, le=4096)  # data-parallel training processes
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(2.0, gt=0.0)  # also the torch threads of each worker
-    gpus_per_worker: float = Field(1.0, gt=0.0)
-    storage_path: Optional[str] = None  # null: <project>/ray_results; a cluster needs shared storage
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint (-1: forever)
-    report_every: int = Field(25, ge=1)  # iterations between ray.train.report / MLflow metrics
-    eval_every: int = Field(100, ge=1)  # iterations between val metrics and sample grids
+    section: ClassVar[str] = "ray"
+
+    num_workers: int = Field(ge=1, le=4096)  # data-parallel training processes
+    use_gpu: bool
+    cpus_per_worker: float = Field(gt=0.0)  # also the torch threads of each worker
+    gpus_per_worker: float = Field(gt=0.0)
+    storage_path: Optional[str]  # null: <project>/ray_results; a cluster needs shared storage
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+    max_failures: int = Field(ge=-1)  # worker-group restarts from the last checkpoint (-1: forever)
+    report_every: int = Field(ge=1)  # iterations between ray.train.report / MLflow metrics
+    eval_every: int = Field(ge=1)  # iterations between val metrics and sample grids
 
 
 class LoaderParams(_Section):
     """The `loader:` section: how shards are streamed into (L, ab) batches."""
 
-    num_workers: int = Field(2, ge=0, le=64)
-    shuffle_buffer: int = Field(2048, ge=0)  # samples mixed across chunks before batching
+    section: ClassVar[str] = "loader"
+
+    num_workers: int = Field(ge=0, le=64)
+    shuffle_buffer: int = Field(ge=0)  # samples mixed across chunks before batching
 
 
 class MetricsParams(_Section):
     """The `metrics:` section: where the weights of weight-based metrics are."""
 
-    fid_weights: Optional[str] = None  # null: $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth
+    section: ClassVar[str] = "metrics"
 
-
-# The five knobs the studies varied: lambda, the WGAN weight clip, n_critic, batch and data size.
-DEFAULT_SPACE = {
-    "gan.objective": {"choice": ["vanilla", "wgan"]},
-    "gan.l1_weight": {"loguniform": [10, 300]},
-    "gan.clip": {"loguniform": [0.005, 0.05]},
-    "gan.n_critic": {"randint": [1, 2]},
-    "train.batch_size": {"choice": [8, 16]},
-    "data.dataset_size": {"choice": [512, 1024, None]},
-}
+    fid_weights: Optional[str]  # null: $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth
 
 
 class TuneParams(_Section):
@@ -231,21 +260,23 @@ class TuneParams(_Section):
     `space` maps dotted parameter keys to one distribution each; colorray.sweep.space checks
     every knob against the parameter rules before any trial starts."""
 
-    enabled: bool = True
-    metric: Literal["auto", "val/fid", "val/delta_cf", "val/l1"] = "auto"  # auto: fid if weights, else delta_cf
-    search: Literal["optuna", "random", "grid"] = "optuna"
-    scheduler: Literal["asha", "sha", "none"] = "asha"  # sha: synchronous successive halving
-    num_samples: int = Field(4, ge=1, le=100000)  # trials (grid: every point once, this is ignored)
-    max_concurrent_trials: int = Field(2, ge=1)
-    iters: int = Field(60, ge=1)  # generator iterations of a trial that is never stopped
-    report_every: int = Field(20, ge=1)  # val metrics + ASHA decision every N iterations
-    grace_iters: int = Field(20, ge=1)  # ASHA / SHA: the first rung; no trial stops before it
-    reduction_factor: float = Field(2.0, gt=1.0)  # ASHA / SHA: 1/rf of the trials go on at each rung
-    seed: int = 0  # the search algorithm's seed
-    num_workers: int = Field(1, ge=1)  # Ray Train workers per trial
-    cpus_per_worker: float = Field(1.0, gt=0.0)
-    gpus_per_worker: float = Field(0.0, ge=0.0)  # > 0: trials train on GPUs
-    space: dict[str, Any] = DEFAULT_SPACE
+    section: ClassVar[str] = "tune"
+
+    enabled: bool
+    metric: Literal["auto", "val/fid", "val/delta_cf", "val/l1"]  # auto: fid if weights, else delta_cf
+    search: Literal["optuna", "random", "grid"]
+    scheduler: Literal["asha", "sha", "none"]  # sha: synchronous successive halving
+    num_samples: int = Field(ge=1, le=100000)  # trials (grid: every point once, this is ignored)
+    max_concurrent_trials: int = Field(ge=1)
+    iters: int = Field(ge=1)  # generator iterations of a trial that is never stopped
+    report_every: int = Field(ge=1)  # val metrics + ASHA decision every N iterations
+    grace_iters: int = Field(ge=1)  # ASHA / SHA: the first rung; no trial stops before it
+    reduction_factor: float = Field(gt=1.0)  # ASHA / SHA: 1/rf of the trials go on at each rung
+    seed: int  # the search algorithm's seed
+    num_workers: int = Field(ge=1)  # Ray Train workers per trial
+    cpus_per_worker: float = Field(gt=0.0)
+    gpus_per_worker: float = Field(ge=0.0)  # > 0: trials train on GPUs
+    space: dict[str, Any]
 
     @model_validator(mode="after")
     def _consistent(self) -> "TuneParams":
@@ -259,39 +290,43 @@ class ClassifierParams(_Section):
     The same recipe trains the real-image classifier and, in the evaluate stage, one classifier
     per model on its colorized training images (Omega compares their weights)."""
 
-    epochs: int = Field(2, ge=1)  # study 002: 2 epochs, batch 128
-    batch_size: int = Field(128, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    width: int = Field(32, ge=4)  # first conv width of the small CNN
-    seed: int = 0
-    max_train_images: Optional[int] = Field(None, ge=2)  # null: the whole training split
+    section: ClassVar[str] = "classifier"
+
+    epochs: int = Field(ge=1)  # study 002: 2 epochs, batch 128
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)
+    width: int = Field(ge=4)  # first conv width of the small CNN
+    seed: int
+    max_train_images: Optional[int] = Field(ge=2)  # null: the whole training split
 
 
 class EvaluateParams(_Section):
     """The `evaluate:` section: the final stage, which measures the trained GAN next to the
     gray and reconstruction-only baselines on the test split and registers the winner."""
 
+    section: ClassVar[str] = "evaluate"
+
     select_by: Literal["auto", "fid", "lpips", "delta_cf", "ssim", "psnr", "psnr_ab", "uiqi", "l1",
-                       "cim", "accuracy", "omega"] = "auto"  # auto: fid if its weights exist, else delta_cf
-    max_images: Optional[int] = Field(None, ge=2)  # test images measured (null: all)
-    grid_images: int = Field(8, ge=1)  # rows of eval/samples.png
-    diversity_images: int = Field(4, ge=1)  # rows of eval/diversity.png
-    diversity_samples: int = Field(4, ge=2)  # colorizations per row, dropout on
-    register_model: bool = True  # register the winner as models:/colorray@champion
+                       "cim", "accuracy", "omega"]  # auto: fid if its weights exist, else delta_cf
+    max_images: Optional[int] = Field(ge=2)  # test images measured (null: all)
+    grid_images: int = Field(ge=1)  # rows of eval/samples.png
+    diversity_images: int = Field(ge=1)  # rows of eval/diversity.png
+    diversity_samples: int = Field(ge=2)  # colorizations per row, dropout on
+    register_model: bool  # register the winner as models:/colorray@champion
 
 
 class Params(_Section):
     preset: Optional[str] = None
-    data: DataParams = DataParams()
-    loader: LoaderParams = LoaderParams()
-    model: ModelParams = ModelParams()
-    gan: GanParams = GanParams()
-    train: TrainParams = TrainParams()
-    ray: RayParams = RayParams()
-    metrics: MetricsParams = MetricsParams()
-    tune: TuneParams = TuneParams()
-    classifier: ClassifierParams = ClassifierParams()
-    evaluate: EvaluateParams = EvaluateParams()
+    data: DataParams = Field(default_factory=DataParams)
+    loader: LoaderParams = Field(default_factory=LoaderParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    gan: GanParams = Field(default_factory=GanParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    ray: RayParams = Field(default_factory=RayParams)
+    metrics: MetricsParams = Field(default_factory=MetricsParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
+    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Params":
@@ -322,23 +357,16 @@ PRESETTABLE = ("model", "gan", "train")
 
 
 def objective_defaults(objective: str) -> dict:
-    """The defaults an objective brings (optimizer, learning rates, n_critic, penalty)."""
-    from colorray.gan.objectives import OBJECTIVES
-
-    cls = OBJECTIVES[objective]
-    opt = cls.optimizer
-    # A gradient penalty refuses BatchNorm in the critic: objectives with one default to
-    # instance norm there (an explicit model.d_norm=batch is still refused).
-    return {"model": {"d_norm": "instance"} if cls.gp_weight else {},
-            "gan": {"n_critic": cls.n_critic, "gp_weight": cls.gp_weight},
-            "train": {"optimizer": opt.name, "lr_g": opt.lr, "lr_d": opt.lr,
-                      "betas_g": opt.betas, "betas_d": opt.betas}}
+    """The defaults an objective brings (defaults.yaml `objectives:`), by section."""
+    d = DEFAULTS["objectives"][objective]
+    t = d["train"]
+    return {"model": dict(d.get("model", {})), "gan": dict(d["gan"]),
+            "train": {"optimizer": t["optimizer"], "lr_g": t["lr"], "lr_d": t["lr"],
+                      "betas_g": t["betas"], "betas_d": t["betas"]}}
 
 
 def _resolve(raw: dict) -> dict:
     """Merge built-in < objective < preset < explicit for the presettable sections."""
-    from colorray.presets import PRESETS
-
     out = dict(raw)
     name = raw.get("preset")
     if name is not None and name not in PRESETS:
@@ -354,8 +382,8 @@ def _resolve(raw: dict) -> dict:
         if unknown:
             raise ConfigError(f"{section}.{unknown[0]}: unknown key (allowed here: {', '.join(fields)})")
         merged[section] = {**preset.get(section, {}), **{k: v for k, v in given.items() if v is not None}}
-    objective = merged["gan"].get("objective", GanParams.model_fields["objective"].default)
-    if objective in get_args(GanParams.model_fields["objective"].annotation):
+    objective = merged["gan"].get("objective", DEFAULTS["gan"]["objective"])
+    if objective in DEFAULTS["objectives"]:
         for section, values in objective_defaults(objective).items():
             for k, v in values.items():
                 merged[section].setdefault(k, v)

@@ -1,6 +1,7 @@
 """Named configurations reproducing the five studies (../shared/SEEDS.md).
 
-A preset sets keys of the `model`, `gan` and `train` sections; any non-null value in
+Plain data, at the bottom of the package: colorray.config reads it, nothing here imports
+from colorray. A preset sets keys of the `model`, `gan` and `train` sections; any non-null value in
 params.yaml overrides it (`dvc exp run -S preset=000-wgan -S train.batch_size=64`). Its `data`
 entry is the dataset the study used, printed by `colorray presets` and listed in the README,
 not applied: the same recipe can be tried on any data. Iteration budgets are the studies'
@@ -10,7 +11,12 @@ preset follows its cited reference (pix2pix, WGAN, WGAN-GP, Mescheder et al.), a
 
 from __future__ import annotations
 
-from colorray.models.discriminators import PIX2PIX_LAYERS, STUDY000_LAYERS
+# PatchGAN layer tables (colorray.models.discriminators): (out channels, stride, padding) with
+# 4x4 kernels; a final 4x4 conv to 1 channel, stride 1, padding 1, follows. pix2pix's
+# n_layers=3 default (70x70 at 256 px), also what `model.d_layers: null` means:
+PIX2PIX_LAYERS = ((64, 2, 1), (128, 2, 1), (256, 2, 1), (512, 1, 1))
+# Study 000's 46x46 PatchGAN for 64x64 images (9x9 output):
+STUDY000_LAYERS = ((64, 2, 1), (128, 2, 1), (256, 1, 0), (512, 1, 0))
 
 _S000 = {"g_in_channels": 3, "g_depth": 5, "d_layers": STUDY000_LAYERS}  # 64 px, 2x2 bottleneck
 

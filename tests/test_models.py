@@ -4,9 +4,9 @@ import torch
 
 from colorray.config import ConfigError, parse_params
 from colorray.models import build_discriminator, build_generator
-from colorray.models.discriminators import (PIX2PIX_LAYERS, STUDY000_LAYERS, PatchDiscriminator,
-                                            receptive_field)
+from colorray.models.discriminators import PatchDiscriminator, receptive_field
 from colorray.models.generators import PixelTCL, UNetGenerator
+from colorray.presets import PIX2PIX_LAYERS, STUDY000_LAYERS
 
 
 @pytest.mark.parametrize("size", [32, 64, 128, 256])

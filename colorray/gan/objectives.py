@@ -2,33 +2,23 @@
 
 Each takes raw discriminator scores (no sigmoid inside D) and returns scalar losses:
 `d_loss(real, fake)` for the discriminator/critic step and `g_loss(fake)` for the
-generator's adversarial term. Per-objective defaults (optimizer, n_critic, penalty) live on
-the class; `after_d_step` is the hook WGAN uses to clip weights. `OBJECTIVES` maps names to
+generator's adversarial term. `after_d_step` is the hook WGAN uses to clip weights. What
+each objective brings to the other sections (optimizer, learning rate, n_critic, penalty) is
+data in colorray/defaults.yaml, read by colorray.config. `OBJECTIVES` maps names to
 classes, and nothing else in the code branches on the name.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-@dataclass(frozen=True)
-class OptimizerDefaults:
-    name: str  # adam | rmsprop
-    lr: float
-    betas: tuple[float, float] = (0.5, 0.999)
-
-
 class Objective(abc.ABC):
     name = ""
-    optimizer = OptimizerDefaults("adam", 2e-4, (0.5, 0.999))  # pix2pix
-    n_critic = 1
-    gp_weight = 0.0
 
     @classmethod
     def from_config(cls, gan) -> "Objective":
@@ -85,8 +75,6 @@ class WGAN(Objective):
     every critic step, RMSprop 5e-5, n_critic = 5."""
 
     name = "wgan"
-    optimizer = OptimizerDefaults("rmsprop", 5e-5)
-    n_critic = 5
 
     def __init__(self, clip: float = 0.01):
         self.clip = clip
@@ -111,8 +99,6 @@ class WGANGP(WGAN):
     """Gulrajani et al.: WGAN losses, no clipping, gradient penalty 10, Adam 1e-4 (0, 0.9)."""
 
     name = "wgan-gp"
-    optimizer = OptimizerDefaults("adam", 1e-4, (0.0, 0.9))
-    gp_weight = 10.0
 
     def __init__(self):
         super().__init__(clip=float("inf"))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from torch import nn
 
 from colorray.config import Params
-from colorray.models.discriminators import (PIX2PIX_LAYERS, AutoencoderDiscriminator, DCGANCritic,
-                                            PatchDiscriminator, ResNetDiscriminator)
+from colorray.models.discriminators import (AutoencoderDiscriminator, DCGANCritic, PatchDiscriminator,
+                                            ResNetDiscriminator)
 from colorray.models.generators import UNetGenerator, ZhangGenerator
 from colorray.models.layers import init_normal
+from colorray.presets import PIX2PIX_LAYERS
 
 D_IN_CHANNELS = 3  # concat(L, ab)
 

@@ -16,12 +16,8 @@ import torchvision
 from torch import nn
 
 from colorray.models.layers import norm_layer
+from colorray.presets import PIX2PIX_LAYERS
 
-# (out channels, stride, padding) with 4x4 kernels; a final 4x4 conv to 1 channel, stride 1,
-# padding 1, follows. pix2pix's n_layers=3 default (70x70 at 256 px):
-PIX2PIX_LAYERS = ((64, 2, 1), (128, 2, 1), (256, 2, 1), (512, 1, 1))
-# Study 000's 46x46 PatchGAN for 64x64 images (9x9 output):
-STUDY000_LAYERS = ((64, 2, 1), (128, 2, 1), (256, 1, 0), (512, 1, 0))
 KERNEL = 4
 
 
