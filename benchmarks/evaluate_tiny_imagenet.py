@@ -24,7 +24,9 @@ from colorray.models.files import save_generator
 from colorray.config import DataParams, parse_params
 from colorray.data.shards import write_shards
 from colorray.data.sources import fetch_source
-from colorray.evaluate import evaluate, train_baseline, train_real_classifier
+from colorray.baseline import train_baseline
+from colorray.evaluate import evaluate
+from colorray.real_classifier import train_real_classifier
 from colorray.train.loop import train_local
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,6 +35,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Put a finished temporary file (written by a streaming writer, or a resumed download) in
+    place: synced to disk, then renamed to `path` in one step."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def torch_save_atomic(obj, path: str | Path) -> None:
     """torch.save to a temporary name, then rename."""
     import torch

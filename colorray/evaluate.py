@@ -1,10 +1,6 @@
-"""The last three stages: the baselines, the classifier, and the evaluation that picks the model.
+"""The evaluate stage, which picks the model.
 
-- `train_baseline`: study 001's configuration S, the reconstruction-only generator: the train
-  stage's parameters (tuned values included) with `gan.adv_weight = 0`, so the same network,
-  data, optimizer, batch and iterations, without a discriminator.
-- `train_real_classifier`: the classifier of study 002's metrics, on real training images.
-- `evaluate`: every model (the GAN, the reconstruction baseline, and gray = ab 0) on the test
+`evaluate`: every model (the GAN, the reconstruction baseline, and gray = ab 0) on the test
   split with the metric registry (colorray.metrics.registry) and the classifier metrics; writes
   eval/metrics.json, eval/samples.png, eval/diversity.png, eval/report.html; records an MLflow
   evaluation run linked to the training run; registers the model chosen by evaluate.select_by
@@ -14,91 +10,38 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
 
 from colorray.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.colorize import enable_dropout
-from colorray.config import Params, parse_params
+from colorray.config import Params
 from colorray.data.loader import load_split
+from colorray.images import encode, to_uint8
 from colorray.metrics import classifier as clf
-from colorray.metrics.registry import BETTER, HIGHER, LOWER, MetricAccumulator, lpips_model, lpips_unavailable_message
-from colorray.models.files import load_generator, save_generator
+from colorray.metrics.fid import FIDUnavailable, inception_extractor
+from colorray.metrics.registry import (LOWER, NEITHER, MetricAccumulator, better, lpips_model,
+                                       lpips_unavailable_message)
+from colorray.models.files import load_generator
 from colorray.progress import Progress
+from colorray.pyfunc import log_colorizer
+from colorray.real_classifier import classes_seen
+from colorray.report import write_report
+from colorray.tracking import setup_mlflow
 
 REGISTERED_NAME, ALIAS = "colorray", "champion"
 CANDIDATES = ("gan", "reconstruction")  # the trained models; gray is the bar they must clear
-SELECTION_BETTER = {**BETTER, "cim": HIGHER, "accuracy": HIGHER, "omega": LOWER}
-
-
-# ---- the baseline and the classifier stages -----------------------------------------------------
-
-def baseline_params(params: Params) -> Params:
-    raw = params.model_dump(mode="json")
-    raw["gan"]["adv_weight"] = 0.0
-    return parse_params(raw, origin="the baseline's parameters")
-
-
-def train_baseline(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
-    """Train the reconstruction-only generator in this process and save it to `out`."""
-    from colorray.train.loop import train_local, validate
-
-    bp = baseline_params(params)
-    with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
-        trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
-    val, _ = validate(trainer.G, Path(shards), "cpu")
-    save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
-                   precision=trainer.precision.tags())
-    return {"iterations": trainer.iter, "precision": trainer.precision, **val}
-
-
-def train_real_classifier(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
-    c = params.classifier
-    from colorray.data.shards import read_manifest
-
-    classes = read_manifest(shards)["labels"]  # every label of the data, in every split
-    rgb, _, labels = load_split(shards, "train", c.max_train_images)
-    if "" in labels or len(classes) < 2:
-        reason = (f"the classifier metrics need a label on every image and at least 2 classes; {shards} has "
-                  f"{len(classes)}{' and unlabeled images' if '' in labels else ''} (labels come from "
-                  "Tiny-ImageNet's classes or the first folder level of a folder source)")
-        clf.save_unavailable(reason, out)
-        return {"unavailable": reason}
-    settings = c.model_dump(mode="json")
-    progress = Progress(f"classifier: {len(rgb)} images, {c.epochs} epoch(s)",
-                        c.epochs * math.ceil(len(rgb) / c.batch_size), "batches", log)
-    model = clf.train_classifier(rgb, clf.label_indices(labels, classes, f"{shards} train"), len(classes),
-                                 epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, width=c.width,
-                                 progress=progress)
-    test_rgb, _, test_labels = load_split(shards, "test")
-    known = classes_seen(labels, test_labels)
-    acc = (clf.accuracy(clf.predict(model, test_rgb[known]), clf.label_indices(
-        [test_labels[i] for i in known.nonzero()[:, 0]], classes, f"{shards} test")) if known.any() else None)
-    clf.save(model, classes, settings, out)
-    return {"classes": len(classes), "train_images": len(rgb), "test_accuracy": acc,
-            "test_images": int(known.sum())}
-
-
-def classes_seen(train_labels: list[str], test_labels: list[str]) -> torch.Tensor:
-    """Which test images have a class the classifier saw in training (a mask). Sources that
-    split by photo (the embedded default: its test photo is `coffee`) have none."""
-    seen = set(train_labels)
-    return torch.tensor([lab in seen for lab in test_labels], dtype=torch.bool)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
-
-def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-
 
 @torch.no_grad()
 def colorize_split(G, rgb8: torch.Tensor, batch: int = 128, acc: MetricAccumulator | None = None) -> torch.Tensor:
@@ -108,7 +51,7 @@ def colorize_split(G, rgb8: torch.Tensor, batch: int = 128, acc: MetricAccumulat
         L, ab = rgb_uint8_to_lab(rgb8[i:i + batch])
         fake = torch.zeros_like(ab) if G is None else G(L).float()
         rgb = acc.update(L, fake, ab) if acc is not None else lab_to_rgb_normalized(L, fake)
-        out.append(_to_uint8(rgb))
+        out.append(to_uint8(rgb))
     return torch.cat(out)
 
 
@@ -118,29 +61,23 @@ def manifest_hash(shards: Path) -> str:
 
 def select(results: dict, metric: str) -> dict:
     """The candidate best on `metric`, and whether it beats the gray baseline on it."""
-    better = SELECTION_BETTER[metric]
-    sign = 1 if better == LOWER else -1
+    way = better(metric)
+    if way == NEITHER:
+        raise ValueError(f"evaluate.select_by={metric}: colorray.metrics.registry gives it no better direction")
+    sign = 1 if way == LOWER else -1
     scored = {n: results[n].get(metric) for n in CANDIDATES if n in results}
     scored = {n: v for n, v in scored.items() if v is not None and not math.isnan(v)}
     if not scored:
-        return {"metric": metric, "better": better, "chosen": None, "promoted": False,
+        return {"metric": metric, "better": way, "chosen": None, "promoted": False,
                 "reason": f"no model has a value of {metric}"}
     chosen = min(scored, key=lambda n: sign * scored[n])
     gray = results.get("gray", {}).get(metric)
     beats = gray is None or math.isnan(gray) or sign * scored[chosen] < sign * gray
-    reason = (f"{chosen} has the best {metric} ({scored[chosen]:.4g}, {better} is better)"
+    reason = (f"{chosen} has the best {metric} ({scored[chosen]:.4g}, {way} is better)"
               + (f" and beats the gray baseline ({gray:.4g})" if beats and gray is not None else "")
               + ("" if beats else f" but does not beat the gray baseline ({gray:.4g}): not promoted"))
-    return {"metric": metric, "better": better, "chosen": chosen, "value": scored[chosen], "gray": gray,
+    return {"metric": metric, "better": way, "chosen": chosen, "value": scored[chosen], "gray": gray,
             "promoted": beats, "reason": reason}
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
@@ -163,16 +100,14 @@ def diversity(G, rgb8: torch.Tensor, samples: int, seed: int = 0) -> tuple[list[
     fakes = torch.stack([enable_dropout(G)(L).float() for _ in range(samples)])
     G.eval()
     spread = float(fakes.std(0).mean())
-    cols = [_to_uint8(lab_to_rgb_normalized(L, torch.zeros_like(ab)))]
-    cols += [_to_uint8(lab_to_rgb_normalized(L, f)) for f in fakes]
-    cols.append(_to_uint8(lab_to_rgb_normalized(L, ab)))
+    cols = [to_uint8(lab_to_rgb_normalized(L, torch.zeros_like(ab)))]
+    cols += [to_uint8(lab_to_rgb_normalized(L, f)) for f in fakes]
+    cols.append(to_uint8(lab_to_rgb_normalized(L, ab)))
     return [[c[i].numpy() for c in cols] for i in range(len(rgb8))], spread
 
 
 def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, classifier_path: Path,
              out: Path, root: Path, loss_curves: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    from colorray.metrics.fid import FIDUnavailable, inception_extractor
-
     e, shards, out = params.evaluate, Path(shards).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test_rgb, _, test_labels = load_split(shards, "test", e.max_images)
@@ -244,25 +179,22 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
     select_by = e.select_by if e.select_by != "auto" else ("fid" if fid is not None else "delta_cf")
     selection = select(results, select_by)
     order = ("gray", "reconstruction", "gan", "truth")
-    write_bytes_atomic(out / "samples.png", _png(_grid([[firsts[k][i] for k in order]
+    write_bytes_atomic(out / "samples.png", encode(_grid([[firsts[k][i] for k in order]
                                                          for i in range(len(firsts["truth"]))])))
-    write_bytes_atomic(out / "diversity.png", _png(_grid(rows)))
+    write_bytes_atomic(out / "diversity.png", encode(_grid(rows)))
     summary = {"models": results, "reference": reference, "selection": selection, "notes": notes,
                "data": {"shards": str(shards), "manifest_sha256": manifest_hash(shards)},
                "sources": {"gan": str(gan_path), "reconstruction": str(baseline_path),
                            "train_run_id": gan_meta.get("run_id"),
                            "reconstruction_precision": generators["reconstruction"][2].get("precision", {})}}
-    summary["mlflow"] = _record(params, summary, out, root, {"gan": gan_path, "reconstruction": baseline_path}, log)
-    from colorray.report import write_report
-
-    write_report(summary, out, loss_curves)
-    write_json_atomic(out / "metrics.json", _dvc_metrics(summary))
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient(mlflow.get_tracking_uri())
-    for f in ("metrics.json", "report.html"):
-        client.log_artifact(summary["mlflow"]["run_id"], str(out / f), artifact_path="eval")
+    tracking_uri, experiment_id = setup_mlflow(Path(root).resolve())
+    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate") as run:
+        summary["mlflow"] = _record(params, summary, out, run.info.run_id, MlflowClient(tracking_uri),
+                                    {"gan": gan_path, "reconstruction": baseline_path}, log)
+        write_report(summary, out, loss_curves)
+        write_json_atomic(out / "metrics.json", _dvc_metrics(summary))
+        for f in ("metrics.json", "report.html"):
+            mlflow.log_artifact(str(out / f), artifact_path="eval")
     return summary
 
 
@@ -287,43 +219,33 @@ def _description(params: Params, summary: dict, chosen: str) -> str:
             f"parameters: {json.dumps(params.model_dump(mode='json', exclude={'tune', 'evaluate', 'classifier'}), sort_keys=True)}")
 
 
-def _record(params: Params, summary: dict, out: Path, root: Path, paths: dict, log) -> dict:
-    """The MLflow evaluation run (linked to the training run), and the registered champion."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from colorray.train.distributed import setup_mlflow
-
-    tracking_uri, experiment_id = setup_mlflow(Path(root).resolve())
-    client = MlflowClient(tracking_uri)
+def _record(params: Params, summary: dict, out: Path, run_id: str, client: MlflowClient, paths: dict, log) -> dict:
+    """Into the active evaluation run `run_id`: its tags, parameters, metrics and images, its
+    link to the training run; and the registered champion, if one is promoted."""
     train_run = summary["sources"].get("train_run_id")
     sel = summary["selection"]
-    info = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate") as run:
-        info["run_id"] = run.info.run_id
-        mlflow.set_tags({"colorray.stage": "evaluate", "colorray.train_run_id": train_run or "",
-                         "colorray.selected": sel["chosen"] or "", "colorray.promoted": str(sel["promoted"]),
-                         "mlflow.note.content": sel["reason"],
-                         # the baseline stage has no run of its own: the mode it trained in is recorded here
-                         **{f"colorray.baseline.precision.{k}": str(v)
-                            for k, v in summary["sources"]["reconstruction_precision"].items()}})
-        mlflow.log_params({"evaluate.select_by": sel["metric"], "data.manifest_sha256": summary["data"]["manifest_sha256"],
-                           "evaluate.test_images": summary["reference"]["test_images"]})
-        mlflow.log_metrics({f"{name}/{k}": float(v) for name, m in summary["models"].items()
-                            for k, v in m.items() if isinstance(v, (int, float)) and not math.isnan(v)})
-        for f in ("samples.png", "diversity.png"):
-            mlflow.log_artifact(str(out / f), artifact_path="eval")
-        if train_run:
-            client.set_tag(train_run, "colorray.evaluation_run_id", run.info.run_id)
-        if not sel["promoted"]:
-            log(f"evaluate: {sel['reason']}")
-        elif params.evaluate.register_model:
-            from colorray.pyfunc import log_colorizer
-
-            mv = log_colorizer(paths[sel["chosen"]], registered_model_name=REGISTERED_NAME)
-            version = mv.registered_model_version
-            client.update_model_version(REGISTERED_NAME, version, description=_description(params, summary, sel["chosen"]))
-            client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
-            info.update(version=int(version), model_uri=f"models:/{REGISTERED_NAME}@{ALIAS}")
-            log(f"evaluate: {sel['reason']}; registered as models:/{REGISTERED_NAME}@{ALIAS} (version {version})")
+    info = {"run_id": run_id}
+    mlflow.set_tags({"colorray.stage": "evaluate", "colorray.train_run_id": train_run or "",
+                     "colorray.selected": sel["chosen"] or "", "colorray.promoted": str(sel["promoted"]),
+                     "mlflow.note.content": sel["reason"],
+                     # the baseline stage has no run of its own: the mode it trained in is recorded here
+                     **{f"colorray.baseline.precision.{k}": str(v)
+                        for k, v in summary["sources"]["reconstruction_precision"].items()}})
+    mlflow.log_params({"evaluate.select_by": sel["metric"], "data.manifest_sha256": summary["data"]["manifest_sha256"],
+                       "evaluate.test_images": summary["reference"]["test_images"]})
+    mlflow.log_metrics({f"{name}/{k}": float(v) for name, m in summary["models"].items()
+                        for k, v in m.items() if isinstance(v, (int, float)) and not math.isnan(v)})
+    for f in ("samples.png", "diversity.png"):
+        mlflow.log_artifact(str(out / f), artifact_path="eval")
+    if train_run:
+        client.set_tag(train_run, "colorray.evaluation_run_id", run_id)
+    if not sel["promoted"]:
+        log(f"evaluate: {sel['reason']}")
+    elif params.evaluate.register_model:
+        mv = log_colorizer(paths[sel["chosen"]], registered_model_name=REGISTERED_NAME)
+        version = mv.registered_model_version
+        client.update_model_version(REGISTERED_NAME, version, description=_description(params, summary, sel["chosen"]))
+        client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
+        info.update(version=int(version), model_uri=f"models:/{REGISTERED_NAME}@{ALIAS}")
+        log(f"evaluate: {sel['reason']}; registered as models:/{REGISTERED_NAME}@{ALIAS} (version {version})")
     return info

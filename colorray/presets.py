@@ -1,4 +1,4 @@
-"""Named configurations reproducing the five studies (../shared/SEEDS.md).
+"""Named configurations reproducing the five colorization studies colorray compares (000-004).
 
 Plain data, at the bottom of the package: colorray.config reads it, nothing here imports
 from colorray. A preset sets keys of the `model`, `gan` and `train` sections; any non-null value in

@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 
 import mlflow
 import numpy as np
+
+import colorray
+from colorray.colorize import colorize
+from colorray.data.decode import BadImage, decode_image as decode, image_size
+from colorray.images import encode
+from colorray.models.files import load_generator
+from colorray.precision import for_inference
 
 MAX_PIXELS = 40_000_000  # one image (a 40 MP photo needs about 1 GB to colorize at full size)
 MAX_REQUEST_PIXELS = 80_000_000  # all images of one request
@@ -40,8 +46,6 @@ class RequestError(ValueError):
 def decode_image(data: bytes | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Image file bytes (or their base64) -> (H, W, 3) uint8, by the shard stage's defensive decoder
     (16-bit, palette, alpha, CMYK, EXIF orientation; a clear error for anything else)."""
-    from colorray.data.decode import decode_image as decode
-
     return decode(_file_bytes(data), max_pixels=max_pixels)
 
 
@@ -57,17 +61,11 @@ def _file_bytes(cell) -> bytes:
 
 
 def encode_png(rgb: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(encode(rgb, "png")).decode("ascii")
 
 
 def decode_rows(cells) -> list[np.ndarray]:
     """Every cell of a request decoded, or one RequestError naming each bad row and why."""
-    from colorray.data.decode import BadImage, image_size
-
     errors, files, pixels, size = [], [], 0, 0
     for i, cell in enumerate(cells):
         try:
@@ -98,9 +96,6 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
     """Artifacts: `generator`, a generator file (colorray.models.files.save_generator)."""
 
     def load_context(self, context) -> None:
-        from colorray.models.files import load_generator
-        from colorray.precision import for_inference
-
         self.generator, params, _ = load_generator(context.artifacts["generator"])  # fp32, as trained
         self.image_size = params.data.image_size
         self.G = for_inference(self.generator, self.image_size, batch=1)  # the fastest precision here
@@ -108,8 +103,6 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        from colorray.colorize import colorize
 
         if isinstance(model_input, np.ndarray):
             return colorize(self.G, model_input, self.image_size)
@@ -134,8 +127,6 @@ def log_colorizer(generator: str | Path, registered_model_name: str | None = Non
     import torch
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-
-    import colorray
 
     example = pd.DataFrame({"image": [encode_png(np.full((16, 16, 3), 128, np.uint8))]})
     schema = Schema([ColSpec("string", "image")])

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from colorray.atomic import write_text_atomic
-from colorray.evaluate import SELECTION_BETTER
+from colorray.metrics.registry import better
 
 COLUMNS = ["fid", "lpips", "ssim", "psnr", "psnr_ab", "uiqi", "l1", "colorfulness", "delta_cf",
            "accuracy", "cim", "omega"]
@@ -36,13 +36,13 @@ def _fmt(v) -> str:
 
 def metrics_table(models: dict) -> str:
     cols = [c for c in COLUMNS if any(c in m for m in models.values())]
-    head = "".join(f"<th>{c}{ARROW[SELECTION_BETTER.get(c, '-')]}</th>" for c in cols)
+    head = "".join(f"<th>{c}{ARROW[better(c)]}</th>" for c in cols)
     best = {}
     for c in cols:
-        better = SELECTION_BETTER.get(c, "-")
+        way = better(c)
         vals = {n: m[c] for n, m in models.items() if isinstance(m.get(c), (int, float)) and not math.isnan(m[c])}
-        if vals and better != "-":
-            best[c] = (min if better == "lower" else max)(vals.values())
+        if vals and way != "-":
+            best[c] = (min if way == "lower" else max)(vals.values())
     rows = []
     for name, m in models.items():
         cells = "".join(f'<td{" class=best" if c in best and m.get(c) == best[c] else ""}>{_fmt(m.get(c))}</td>'

@@ -1,7 +1,9 @@
+from typing import get_args
+
 import pytest
 import yaml
 
-from colorray.config import SOURCE_NAMES, ConfigError, Params, load_params, parse_params
+from colorray.config import DEFAULTS, SOURCE_NAMES, ConfigError, GanParams, Params, load_params, parse_params
 from colorray.data.sources import SOURCES
 
 from conftest import ROOT
@@ -55,3 +57,27 @@ def test_load_params_reports_bad_yaml_with_the_file_name(tmp_path):
     assert load_params(p).data.image_size == 128
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_defaults_yaml_gives_every_key_a_default_and_every_objective_its_defaults():
+    """colorray/defaults.yaml is where the defaults live: one value for every key of every
+    section (no more, no fewer), and the optimizer/critic/penalty defaults of every objective."""
+    for name, field in Params.model_fields.items():
+        if name == "preset":
+            continue
+        section = field.annotation
+        assert section.section == name
+        assert set(DEFAULTS[name]) == set(section.model_fields), name
+    objectives = get_args(GanParams.model_fields["objective"].annotation)
+    assert set(DEFAULTS["objectives"]) == set(objectives)
+    wgan = parse_params({"gan": {"objective": "wgan"}})
+    assert (wgan.train.optimizer, wgan.train.lr_g, wgan.gan.n_critic) == ("rmsprop", 5e-5, 5)
+    gp = parse_params({"gan": {"objective": "wgan-gp"}})
+    assert (gp.gan.gp_weight, gp.model.d_norm, gp.train.betas_d) == (10.0, "instance", (0.0, 0.9))
+
+
+def test_a_section_given_in_part_takes_the_rest_from_defaults_yaml():
+    params = parse_params({"train": {"iters": 7}, "classifier": {"epochs": 5}})
+    assert params.train.iters == 7 and params.train.batch_size == DEFAULTS["train"]["batch_size"]
+    assert params.classifier.epochs == 5 and params.classifier.lr == DEFAULTS["classifier"]["lr"]
+    assert Params().tune.space == DEFAULTS["tune"]["space"]

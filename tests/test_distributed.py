@@ -261,7 +261,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
 LISTENERS = r"""
 import json, socket, time
 import psutil
-from colorray.train.distributed import init_ray
+from colorray.train.worker import init_ray
 
 init_ray()
 time.sleep(2)  # the agents bind their ports a moment after ray.init returns

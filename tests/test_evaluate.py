@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from colorray.config import parse_params
-from colorray.evaluate import evaluate, select, train_baseline, train_real_classifier
+from colorray.baseline import train_baseline
+from colorray.evaluate import evaluate, select
+from colorray.real_classifier import train_real_classifier
 from colorray.train.loop import train_local
 from colorray.models.files import save_generator
 

@@ -91,9 +91,11 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
     assert all(params[f"{s}.{k}"] == str(v) for s, values in best.items() for k, v in values.items())
     html = _sh(["dvc", "plots", "show", "--json"], proj, env)
     assert "tune/results.csv" in html and "metrics/train_epochs.csv" in html
+    _check_tuned_values_are_params(proj, env, best)
 
     out = _sh(["dvc", "repro"], proj, env)
     assert "Running stage" not in out and "up to date" in out
+    _check_dvc_sees_defaults_and_code(proj, env)
 
     # A change in the middle of the DAG re-runs that stage and what depends on it, nothing else.
     _set_param(proj, "classifier.epochs", 2)
@@ -102,6 +104,49 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
             if f"Running stage '{s}'" in out] == ["classifier", "evaluate"]
     assert "Stage 'train' didn't change, skipping" in out
     assert json.loads((proj / "eval/metrics.json").read_text())["gan"]["images"] == 64
+
+
+def _json(cmd, cwd, env):
+    """A command's JSON output (stdout only: DVC writes its warnings to stderr)."""
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
+    return json.loads(r.stdout)
+
+
+def _stale(proj, env) -> list[str]:
+    return sorted(_json(["dvc", "status", "--json"], proj, env))
+
+
+def _check_tuned_values_are_params(proj, env, best):
+    """tune/best_params.yaml is a params file of the stages that apply it: `dvc params diff`
+    and `dvc exp show` list the values the sweep chose."""
+    diff = _json(["dvc", "params", "diff", "--json"], proj, env)
+    tuned = diff["tune/best_params.yaml"]
+    assert {f"{s}.{k}" for s, values in best.items() for k in values} <= set(tuned)
+    assert tuned["gan.l1_weight"]["new"] == best["gan"]["l1_weight"]
+    shown = _json(["dvc", "exp", "show", "--json"], proj, env)
+    workspace = next(row for row in shown if row["rev"] == "workspace")
+    params = workspace["data"]["params"]["tune/best_params.yaml"]["data"]
+    assert params["gan"]["l1_weight"] == best["gan"]["l1_weight"]
+
+
+def _check_dvc_sees_defaults_and_code(proj, env):
+    """A built-in default (colorray/defaults.yaml) is a param of exactly the stages that read
+    its key, and a code change makes stale exactly the stages whose scripts import the file."""
+    defaults = proj / "colorray/defaults.yaml"
+    original = defaults.read_text()
+    defaults.write_text(original.replace("  amp: auto\n", "  amp: none\n"))
+    assert defaults.read_text() != original
+    assert _stale(proj, env) == ["baseline", "train", "tune"]
+    defaults.write_text(original.replace("  epochs: 2 ", "  epochs: 3 "))
+    assert _stale(proj, env) == ["classifier"]
+    defaults.write_text(original)
+    code = proj / "colorray/real_classifier.py"
+    source = code.read_text()
+    code.write_text(source + "\n# a change\n")
+    assert _stale(proj, env) == ["classifier", "evaluate"]
+    code.write_text(source)
+    assert _stale(proj, env) == []
 
 
 def _check_evaluation(proj, out):

@@ -18,6 +18,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from colorray.images import array_to_uint8
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # The Pillow formats colorray opens (JPEG includes MPO, the multi-picture JPEG many cameras
 # write). Every other Pillow plugin (EPS through Ghostscript, PSD, ICNS, ...) is never tried.
@@ -51,7 +53,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         a = np.clip(a, 0.0, None) / max(float(a.max(initial=0)), 1e-12)
     else:
         a = a.astype(np.float64) / 255.0
-    return Image.fromarray(np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(array_to_uint8(a), "L")
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:

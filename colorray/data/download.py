@@ -27,11 +27,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from colorray.atomic import publish, write_text_atomic
+from colorray.config import UserError
+
 CHUNK = 1 << 20
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     pass
 
 
@@ -165,7 +168,7 @@ def download(url: str, dest: Path, checksum: str | None = None, progress: bool =
     stream, total, offset, version = _open(url, offset, validator)
     if stream is not None:
         if version:
-            meta.write_text(json.dumps({"url": url, "validator": version}))
+            write_text_atomic(meta, json.dumps({"url": url, "validator": version}))
         with stream, open(part, "r+b" if offset else "wb") as out:
             out.seek(offset)
             out.truncate()
@@ -182,7 +185,7 @@ def download(url: str, dest: Path, checksum: str | None = None, progress: bool =
             else:
                 reason = "the server closed the connection early"
             out.flush()
-            os.fsync(out.fileno())
+            os.fsync(out.fileno())  # the bytes a next run resumes from, kept even when incomplete
     size = part.stat().st_size
     if total is not None and size != total:
         raise IncompleteDownload(
@@ -196,6 +199,6 @@ def download(url: str, dest: Path, checksum: str | None = None, progress: bool =
             f"{url}: checksum mismatch: expected {checksum}, got {mismatch}; the file was "
             "deleted. Check data.url and data.sha256 in params.yaml."
         )
-    os.replace(part, dest)
+    publish(part, dest)
     meta.unlink(missing_ok=True)
     return dest

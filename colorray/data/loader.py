@@ -6,7 +6,8 @@ first `dataset_size`), are cut into per-shard segments; the segment order is shu
 a seed shared by all ranks; the resulting sequence is cut into `world_size` equal,
 contiguous ranges, and each rank's range into batch-aligned ranges for its loader workers.
 So ranks and workers see disjoint samples, read only the shards they need, and every rank
-yields the same number of batches, however uneven the shards are (DESIGN.md trap 4).
+yields the same number of batches, however uneven the shards are (a rank with fewer would
+leave the others waiting in an all-reduce forever).
 
 Inside a worker, chunks go through a shuffle buffer and are cut into batches; Lab
 conversion happens later, batched, on the training device (`colorray.color`).

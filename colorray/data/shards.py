@@ -6,7 +6,7 @@ Layout of the output folder::
 
 Each tar record is one *chunk* of up to `data.chunk_size` images of one split: `npy` holds a
 (n, S, S, 3) uint8 array, `json` their keys and labels. Chunks, not single images, because
-per-sample Python overhead dominates loading at 64 px (DESIGN.md); the loader shuffles
+per-sample Python overhead dominates loading at 64 px (docs/benchmarks.md); the loader shuffles
 across chunks in a buffer. The images are stored once, as RGB; Lab is computed on the
 training device.
 
@@ -36,7 +36,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from colorray.atomic import check_replaceable, recover_dir, replace_dir, write_json_atomic
+from colorray.atomic import check_replaceable, publish, recover_dir, replace_dir, write_json_atomic
 from colorray.config import DataParams
 from colorray.data.decode import BadImage, decode_image, mean_chroma, resize_center_crop
 from colorray.data.sources import PROVENANCE, Item, folder_file_problem, get_source
@@ -204,10 +204,7 @@ class SplitWriter:
             return
         self._tar.close()  # also closes the file
         name = self.shards[-1]["name"]
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.folder / name)
+        publish(self.folder / f".{name}.tmp", self.folder / name)
         self.shards[-1]["bytes"] = (self.folder / name).stat().st_size
         self._tar = self._file = None
 

@@ -31,6 +31,7 @@ from colorray.config import DataParams
 from colorray.data.archive import extract
 from colorray.data.decode import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 from colorray.data.download import download
+from colorray.images import array_to_uint8
 
 
 @dataclass(frozen=True)
@@ -418,7 +419,7 @@ def colorize_digit(gray: np.ndarray, digit: int, u: float) -> np.ndarray:
     with warnings.catch_warnings():  # saturated (a, b) at dark L leave the sRGB gamut: clipped
         warnings.simplefilter("ignore", UserWarning)
         rgb = lab2rgb(lab)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return array_to_uint8(rgb)
 
 
 @register

@@ -1,4 +1,5 @@
-"""Image-quality metrics shared by training and evaluation (issue 6 adds the rest)."""
+"""Image-quality metrics shared by training and evaluation; registry.py has every metric and
+its direction, fid.py and classifier.py the ones that need a network."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from colorray.atomic import torch_save_atomic
 from colorray.progress import Progress
 
 
@@ -103,8 +104,6 @@ def omega(a: nn.Module, b: nn.Module) -> float:
 
 
 def save(model: SmallCNN, classes: list[str], settings: dict, path) -> None:
-    from colorray.atomic import torch_save_atomic
-
     torch_save_atomic({"format": "colorray-classifier-1", "classes": classes, "settings": settings,
                        "state": model.state_dict(), "width": model.features[0].out_channels}, path)
 
@@ -112,8 +111,6 @@ def save(model: SmallCNN, classes: list[str], settings: dict, path) -> None:
 def save_unavailable(reason: str, path) -> None:
     """The classifier stage's output for data it cannot classify (no labels, one class): the
     evaluate stage then reports the classifier metrics as unavailable, with `reason`."""
-    from colorray.atomic import torch_save_atomic
-
     torch_save_atomic({"format": "colorray-classifier-1", "unavailable": reason}, path)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from colorray.atomic import write_bytes_atomic
+from colorray.config import Params
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # the name pytorch-fid's URL ends with
 DIMS = 2048
@@ -104,3 +105,8 @@ def cached_statistics(key: str, cache_dir: Path, batches: Callable[[], Iterable[
     write_bytes_atomic(path, npz.getvalue())
     return mu, sigma, n
 
+
+def fid_cache_dir(params: Params, root: Path) -> str | None:
+    """Where val/fid keeps real-image statistics, or None when the Inception weights are absent
+    (val/fid is then not computed; colorray.metrics.fid says where to put them)."""
+    return str(root / "data" / "fid_cache") if fid_available(params.metrics.fid_weights) else None

@@ -1,4 +1,5 @@
-"""The metric registry: one implementation of every image metric, used by training and tuning
+"""The metric registry: every metric with the direction that makes it better, and one
+implementation of every image metric, used by training and tuning
 (on val images, names prefixed `val/`) and by the evaluate stage (on the test split), so the
 numbers in MLflow, tune/results.csv and eval/metrics.json mean the same thing.
 
@@ -22,18 +23,48 @@ normalised Lab tensors as the loader gives them (L (N, 1, H, W), ab (N, 2, H, W)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from colorray.color import lab_to_rgb_normalized
+from colorray.images import to_uint8
 from colorray.metrics import colorfulness
+from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
 
 LOWER, HIGHER, NEITHER = "lower", "higher", "-"
-BETTER = {"l1": LOWER, "psnr": HIGHER, "psnr_ab": HIGHER, "ssim": HIGHER, "uiqi": HIGHER, "lpips": LOWER,
-          "colorfulness": NEITHER, "colorfulness_true": NEITHER, "delta_cf": LOWER, "fid": LOWER}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    better: str  # LOWER | HIGHER | NEITHER: which way a model improves (selection, tune, report)
+    needs: str = ""  # the model it needs ("lpips", "fid"); without one the metric is left out
+    per_image: Callable | None = None  # (batch, model) -> one value per image; None: computed elsewhere
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register(name: str, better: str, needs: str = ""):
+    """Add a metric. As a decorator, the function computes it per image from a `Batch`; called
+    alone (`register(name, better)(None)`) it declares a metric computed elsewhere."""
+    def add(per_image: Callable | None):
+        METRICS[name] = Metric(name, better, needs, per_image)
+        return per_image
+    return add
+
+
+def better(name: str) -> str:
+    """Which way `name` (with or without the `val/` prefix) is better; NEITHER if unknown."""
+    metric = METRICS.get(name.removeprefix("val/"))
+    return metric.better if metric else NEITHER
+
+
 PSNR_CAP = 100.0  # dB; identical images would give infinity
 
 LPIPS_NET = "alex"
@@ -63,11 +94,6 @@ def lpips_model(pretrained_backbone: bool = True):
     return _NoTrainLpips(net=LPIPS_NET, pnet_rand=not pretrained_backbone).eval()
 
 
-def _uint8(rgb: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8, as an image file would hold it."""
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def psnr(pred: np.ndarray, true: np.ndarray, data_range: float) -> float:
     if np.array_equal(pred, true):
         return PSNR_CAP
@@ -85,6 +111,67 @@ def uiqi(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
     q = universal_image_quality_index(pred.float(), true.float(), reduction="none")  # float64 is 10x slower
     return q.flatten(1).mean(1)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch as every metric sees it: the colorization and the truth as RGB in [0, 1]
+    (N, 3, H, W), as 8-bit images (N, H, W, 3), and as normalised ab."""
+    rgb_pred: torch.Tensor
+    rgb_true: torch.Tensor
+    pred8: np.ndarray
+    true8: np.ndarray
+    ab_pred: torch.Tensor
+    ab_true: torch.Tensor
+
+
+@register("l1", LOWER)
+def _l1(b: Batch, _):
+    return (b.ab_pred - b.ab_true).abs().flatten(1).mean(1)
+
+
+@register("psnr", HIGHER)
+def _psnr(b: Batch, _):
+    return [psnr(p, t, 255) for p, t in zip(b.pred8, b.true8)]
+
+
+@register("psnr_ab", HIGHER)
+def _psnr_ab(b: Batch, _):
+    return [psnr(p, t, 2.0) for p, t in zip(b.ab_pred.cpu().numpy(), b.ab_true.cpu().numpy())]
+
+
+@register("ssim", HIGHER)
+def _ssim(b: Batch, _):
+    return [ssim(p, t) for p, t in zip(b.pred8, b.true8)]
+
+
+@register("uiqi", HIGHER)
+def _uiqi(b: Batch, _):
+    return uiqi(b.rgb_pred, b.rgb_true)
+
+
+@register("colorfulness", NEITHER)
+def _colorfulness(b: Batch, _):
+    return colorfulness(b.rgb_pred)
+
+
+@register("colorfulness_true", NEITHER)
+def _colorfulness_true(b: Batch, _):
+    return colorfulness(b.rgb_true)
+
+
+@register("lpips", LOWER, needs="lpips")
+def _lpips(b: Batch, model):  # inputs in [-1, 1]
+    return model(b.rgb_pred.cpu() * 2 - 1, b.rgb_true.cpu() * 2 - 1).flatten()
+
+
+# Computed from whole sets by MetricAccumulator.result(), and by the evaluate stage with the
+# classifier (colorray.metrics.classifier).
+register("delta_cf", LOWER)(None)
+register("fid", LOWER, needs="fid")(None)
+register("accuracy", HIGHER)(None)
+register("cim", HIGHER)(None)
+register("omega", LOWER)(None)
 
 
 class MetricAccumulator:
@@ -109,20 +196,15 @@ class MetricAccumulator:
         """Add a batch; returns its colorized RGB (N, 3, H, W) in [0, 1] for the caller's grids."""
         L, ab_pred, ab_true = L.float(), ab_pred.float(), ab_true.float()
         rgb_pred, rgb_true = lab_to_rgb_normalized(L, ab_pred), lab_to_rgb_normalized(L, ab_true)
-        pred8, true8 = _uint8(rgb_pred), _uint8(rgb_true)
-        ab_p, ab_t = ab_pred.cpu().numpy(), ab_true.cpu().numpy()
-        self._add("l1", (ab_pred - ab_true).abs().flatten(1).mean(1))
-        self._add("psnr", [psnr(p, t, 255) for p, t in zip(pred8, true8)])
-        self._add("psnr_ab", [psnr(p, t, 2.0) for p, t in zip(ab_p, ab_t)])
-        self._add("ssim", [ssim(p, t) for p, t in zip(pred8, true8)])
-        self._add("uiqi", uiqi(rgb_pred, rgb_true))
-        self._add("colorfulness", colorfulness(rgb_pred))
-        self._add("colorfulness_true", colorfulness(rgb_true))
-        if self.lpips is not None:  # inputs in [-1, 1]
-            self._add("lpips", self.lpips(rgb_pred.cpu() * 2 - 1, rgb_true.cpu() * 2 - 1).flatten())
+        batch = Batch(rgb_pred, rgb_true, to_uint8(rgb_pred).cpu().numpy(), to_uint8(rgb_true).cpu().numpy(),
+                      ab_pred, ab_true)
+        models = {"": None, "lpips": self.lpips, "fid": self.fid}
+        for m in METRICS.values():
+            if m.per_image is not None and (not m.needs or models[m.needs] is not None):
+                self._add(m.name, m.per_image(batch, models[m.needs]))
         if self.fid is not None:  # kept as 8-bit images, as pytorch-fid reads them from files (4x smaller)
-            self.fake_rgb.append(torch.from_numpy(pred8))
-            self.real_rgb.append(torch.from_numpy(true8))
+            self.fake_rgb.append(torch.from_numpy(batch.pred8))
+            self.real_rgb.append(torch.from_numpy(batch.true8))
         self.n += len(L)
         return rgb_pred
 
@@ -133,8 +215,6 @@ class MetricAccumulator:
         out["delta_cf"] = abs(out["colorfulness"] - out["colorfulness_true"])
         out["images"] = self.n
         if self.fid is not None:
-            from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
-
             def batches(images):  # (N, H, W, 3) uint8 -> (N, 3, H, W) in [0, 1]
                 return (b.permute(0, 3, 1, 2).float() / 255.0 for b in images)
 

@@ -4,7 +4,8 @@ grid, recorded as nested MLflow runs, resumable.
 
 Each trial is a small driver function (`run_trial`) that builds a `TorchTrainer` running the
 same `train_loop_per_worker` as the train stage, with Ray Tune's `TuneReportCallback` passing
-its reports to Tune (the Ray Train V2 pattern, DESIGN.md trap 5). The driver function holds no
+its reports to Tune (Ray Train V2: a Train run reports to Tune through that callback, never
+by calling tune.report inside the workers). The driver function holds no
 CPU (`DRIVER_RESOURCES`). So a trial's metrics have the train stage's names, and the MLflow UI compares them directly.
 
 The sweep folder `<ray.storage_path>/<sweep name>` holds Tune's state; the name is a hash of
@@ -28,8 +29,15 @@ from pathlib import Path
 import yaml
 
 from colorray.atomic import write_bytes_atomic, write_text_atomic
-from colorray.config import ConfigError, Params, StageInterrupted, TuneParams, flatten, parse_params, run_digest
-from colorray.sweep.space import Knob, grid_points, OptunaSpace, parse_space, trial_raw
+from colorray.config import (ConfigError, Params, StageInterrupted, TuneParams, flatten, parse_params,
+                             run_digest)
+from colorray.data.shards import read_manifest
+from colorray.metrics.fid import fid_available, fid_cache_dir, unavailable_message
+from colorray.metrics.registry import LOWER, better
+from colorray.sweep.search import DistinctOptunaSearch
+from colorray.sweep.space import Knob, OptunaSpace, grid_points, parse_space, trial_raw
+from colorray.tracking import log_params, setup_mlflow
+from colorray.train.worker import init_ray, torch_trainer, worker_config
 
 # A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
 # idle, and even 0.01 CPU on a node makes that node too small for a worker that wants all of its
@@ -40,17 +48,20 @@ DRIVER_RESOURCES = {"CPU": 0, "node:__internal_head__": 0.001}
 STARTS = "trial-starts.jsonl"  # one line per trial start, in the sweep folder (local storage)
 KNOB_PREFIX = "knob/"  # results.csv columns of the searched values
 NOT_SAMPLED = ""  # a knob that does not apply to the trial's objective
+MODE = "min"  # trials are ranked lowest score first (ranking_metric checks the metric agrees)
 
 
 def ranking_metric(params: Params) -> str:
-    """tune.metric, with auto = val/fid when the Inception weights are present, else val/delta_cf."""
-    from colorray.metrics.fid import fid_available, unavailable_message
-
+    """tune.metric, with auto = val/fid when the Inception weights are present, else val/delta_cf.
+    The sweep ranks trials lowest first (MODE): the registry must say the metric is lower-is-better."""
     metric, weights = params.tune.metric, params.metrics.fid_weights
     if metric == "auto":
-        return "val/fid" if fid_available(weights) else "val/delta_cf"
+        metric = "val/fid" if fid_available(weights) else "val/delta_cf"
     if metric == "val/fid" and not fid_available(weights):
         raise ConfigError(f"tune.metric=val/fid: {unavailable_message(weights)}")
+    if better(metric) != LOWER:
+        raise ConfigError(f"tune.metric={metric}: the sweep ranks trials lowest first, and {metric} is "
+                          f"{better(metric)}-is-better in colorray.metrics.registry")
     return metric
 
 
@@ -96,8 +107,6 @@ def run_trial(config: dict, static: dict) -> None:
     from mlflow import MlflowClient
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from colorray.train.distributed import log_params, torch_trainer, worker_config
-
     trial_id = ray.tune.get_context().get_trial_id()
     knobs, lineage = trial_knobs(config), trial_lineage(config, trial_id)
     if static["starts"]:
@@ -114,7 +123,7 @@ def run_trial(config: dict, static: dict) -> None:
     run_dir = Path(static["storage_dir"]) / name if static["storage_dir"] else Path(static["tmp"]) / name
     cfg = worker_config(params, Path(static["shards"]), run_id, static["tracking_uri"], run_dir,
                         fid_cache=static["fid_cache"], stop_at=static.get("stop_at"),
-                        resume_checkpoint=config["leg"]["checkpoint"] if "leg" in config else None)
+                        start_from=config["leg"]["checkpoint"] if "leg" in config else None)
     result = torch_trainer(params, cfg, name, static["train_storage"], callbacks=[TuneReportCallback()]).fit()
     if result.checkpoint is not None:
         client.set_tag(run_id, "colorray.checkpoint", result.checkpoint.path)
@@ -131,20 +140,18 @@ def _search(params: Params, knobs: dict[str, Knob], metric: str):
     """(search algorithm, param_space, num_samples) for tune.search."""
     from ray import tune as rt
 
-    t = params.tune
+    sweep = params.tune
     objective = params.gan.objective
-    if t.search == "grid":
+    if sweep.search == "grid":
         return None, {"knobs": rt.grid_search(grid_points(knobs, objective))}, 1
     import optuna
 
-    from colorray.sweep.search import DistinctOptunaSearch
-
-    if t.search == "random":
-        sampler = optuna.samplers.RandomSampler(seed=t.seed)
+    if sweep.search == "random":
+        sampler = optuna.samplers.RandomSampler(seed=sweep.seed)
     else:  # TPE; its random start-up phase is a quarter of the trials (Optuna's 10 is a whole small sweep)
-        sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(2, t.num_samples // 4))
-    search = DistinctOptunaSearch(OptunaSpace(knobs, objective), metric=metric, mode="min", sampler=sampler)
-    return search, {}, t.num_samples
+        sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=max(2, sweep.num_samples // 4))
+    search = DistinctOptunaSearch(OptunaSpace(knobs, objective), metric=metric, mode=MODE, sampler=sampler)
+    return search, {}, sweep.num_samples
 
 
 def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str, Knob], metric: str, log,
@@ -155,7 +162,7 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
     from ray import tune as rt
     from ray.tune.schedulers import ASHAScheduler
 
-    t = params.tune
+    sweep = params.tune
     trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), DRIVER_RESOURCES)
     here = f"{storage.rstrip('/')}/{name}"
     search_alg, num_samples = None, 1
@@ -167,12 +174,12 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
         log(f"tune: continuing the interrupted sweep in {here}")
         grid = rt.Tuner.restore(here, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
         return check_finished(grid, expected, here, ctrl_c)
-    scheduler = (ASHAScheduler(time_attr="iter", max_t=t.iters, grace_period=t.grace_iters,
-                               reduction_factor=t.reduction_factor) if t.scheduler == "asha" else None)
+    scheduler = (ASHAScheduler(time_attr="iter", max_t=sweep.iters, grace_period=sweep.grace_iters,
+                               reduction_factor=sweep.reduction_factor) if sweep.scheduler == "asha" else None)
     grid = rt.Tuner(trainable, param_space=space,
-                    tune_config=rt.TuneConfig(metric=metric, mode="min", search_alg=search_alg,
+                    tune_config=rt.TuneConfig(metric=metric, mode=MODE, search_alg=search_alg,
                                               scheduler=scheduler, num_samples=num_samples,
-                                              max_concurrent_trials=t.max_concurrent_trials,
+                                              max_concurrent_trials=sweep.max_concurrent_trials,
                                               trial_dirname_creator=trial_dirname),
                     run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1)).fit()
     return check_finished(grid, expected, here, ctrl_c)
@@ -268,14 +275,14 @@ def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) 
     return sorted(rows, key=lambda row: row["trial_id"])
 
 
-def rungs(t: TuneParams) -> list[int]:
+def rungs(sweep: TuneParams) -> list[int]:
     """Where successive halving ranks the trials: tune.grace_iters x tune.reduction_factor^k below
     tune.iters (the rungs of ASHA), then tune.iters."""
-    out, r = [], float(t.grace_iters)
-    while round(r) < t.iters:
+    out, r = [], float(sweep.grace_iters)
+    while round(r) < sweep.iters:
         out.append(round(r))
-        r *= t.reduction_factor
-    return out + [t.iters]
+        r *= sweep.reduction_factor
+    return out + [sweep.iters]
 
 
 def promoted(rows: list[dict], reduction_factor: float) -> list[dict]:
@@ -286,7 +293,7 @@ def promoted(rows: list[dict], reduction_factor: float) -> list[dict]:
     return scored[:max(1, int(len(scored) // reduction_factor))]
 
 
-def _halving(fit, path: str, static: dict, t: TuneParams, rows_of, log) -> list[dict]:
+def _halving(fit, path: str, static: dict, sweep: TuneParams, rows_of, log) -> list[dict]:
     """Synchronous successive halving (tune.scheduler: sha): every trial trains to the first rung;
     only when all of them are there do the best 1/reduction_factor continue, each from its own
     checkpoint, to the next rung, and so on to tune.iters. Unlike asynchronous ASHA, no trial goes
@@ -297,7 +304,7 @@ def _halving(fit, path: str, static: dict, t: TuneParams, rows_of, log) -> list[
     rows: dict[str, dict] = {}
     going_on: list[dict] = []
     knobs: dict[str, dict] = {}
-    for stop_at in rungs(t):
+    for stop_at in rungs(sweep):
         static_leg = {**static, "stop_at": stop_at}
         if not rows:  # the first leg: the trials tune.search samples
             results = fit(path, f"leg-{stop_at}", static_leg)
@@ -308,8 +315,8 @@ def _halving(fit, path: str, static: dict, t: TuneParams, rows_of, log) -> list[
         knobs.update({_result_id(r): trial_knobs(r.config or {}) for r in results})
         leg_rows = rows_of(results)
         rows.update({r["trial_id"]: r for r in leg_rows})
-        if stop_at < t.iters:
-            going_on = promoted(leg_rows, t.reduction_factor)
+        if stop_at < sweep.iters:
+            going_on = promoted(leg_rows, sweep.reduction_factor)
             log(f"tune: successive halving at iteration {stop_at}: {len(going_on)} of {len(leg_rows)} trials go on")
             if not going_on:  # every trial failed: nothing to continue
                 break
@@ -404,15 +411,12 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     from mlflow import MlflowClient
     from ray import tune as rt
 
-    from colorray.data.shards import read_manifest
-    from colorray.train.distributed import fid_cache_dir, init_ray, setup_mlflow
-
     out.mkdir(parents=True, exist_ok=True)
     if not params.tune.enabled:
         return disabled(out)
-    t = params.tune
+    sweep = params.tune
     shards, root = Path(shards).resolve(), Path(root).resolve()
-    knobs = parse_space(base, t, read_manifest(shards)["splits"]["train"]["count"])
+    knobs = parse_space(base, sweep, read_manifest(shards)["splits"]["train"]["count"])
     metric = ranking_metric(params)
     tracking_uri, experiment_id = setup_mlflow(root)
     client = MlflowClient(tracking_uri)
@@ -424,7 +428,7 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
         Path(path).mkdir(parents=True, exist_ok=True)
     parent = _parent_run(client, experiment_id, name, params, metric)
     client.update_run(parent, status="RUNNING")
-    static = {"base": base, "tune": t.model_dump(mode="json"), "shards": str(shards),
+    static = {"base": base, "tune": sweep.model_dump(mode="json"), "shards": str(shards),
               "tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent,
               "name": name, "train_storage": f"{path}/train", "storage_dir": f"{path}/train" if local else None,
               "tmp": tempfile.gettempdir(), "starts": f"{path}/{STARTS}" if local else None,
@@ -440,12 +444,12 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
         return _fit(storage, name, static, params, knobs, metric, log, space, ctrl_c)
 
     def rows_of(results) -> list[dict]:
-        return _rows(results, knobs, metric, t.iters, {k: r.info.run_id for k, r in runs().items()})
+        return _rows(results, knobs, metric, sweep.iters, {k: r.info.run_id for k, r in runs().items()})
 
     with CtrlC() as ctrl_c:
-        if t.scheduler == "sha":
-            restored = rt.Tuner.can_restore(f"{path}/leg-{rungs(t)[0]}")
-            rows = _halving(fit, path, static, t, rows_of, log)
+        if sweep.scheduler == "sha":
+            restored = rt.Tuner.can_restore(f"{path}/leg-{rungs(sweep)[0]}")
+            rows = _halving(fit, path, static, sweep, rows_of, log)
         else:
             restored = rt.Tuner.can_restore(path)
             rows = rows_of(fit(storage, name, static))
@@ -475,5 +479,5 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     client.set_terminated(parent, "FINISHED")
     trial_steps = sum(r["iters_run"] for r in rows)
     return {"name": name, "path": path, "restored": restored, "metric": metric, "best": best,
-            "scheduler": {"asha": "ASHA", "sha": "successive halving"}.get(t.scheduler, "no scheduler"),
+            "scheduler": {"asha": "ASHA", "sha": "successive halving"}.get(sweep.scheduler, "no scheduler"),
             "trials": len(rows), **counts, "trial_iters": trial_steps, "parent_run_id": parent, "rows": rows}

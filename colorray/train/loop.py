@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-
 from typing import Callable, Iterator
 
 import numpy as np
@@ -19,6 +18,8 @@ from colorray.atomic import write_json_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.config import Params, flatten
 from colorray.data.loader import make_loader
+from colorray.data.shards import read_manifest
+from colorray.images import to_uint8
 from colorray.metrics.registry import MetricAccumulator
 from colorray.progress import format_seconds
 from colorray.train.step import GANTrainer, load_checkpoint, metric_values
@@ -43,6 +44,14 @@ def batch_stream(loader, position: dict) -> Iterator[dict]:
         position["batch"] = 0
 
 
+def next_iteration(trainer: GANTrainer, stream: Iterator[dict], device) -> tuple[dict, int, int]:
+    """One training iteration (the Ray worker's and train_local's): the batches it needs from
+    `stream` (n_critic of them when adversarial) in Lab on `device`. Returns its metrics, the
+    images it read and the batches."""
+    batches = [rgb_uint8_to_lab(next(stream)["rgb"], device) for _ in range(trainer.batches_needed())]
+    return trainer.train_iteration(batches), sum(len(b[0]) for b in batches), len(batches)
+
+
 @torch.no_grad()
 def validate(G, shards: Path, device, max_images: int = 256, fid=None,
              fid_cache: Path | None = None) -> tuple[dict, np.ndarray]:
@@ -51,8 +60,6 @@ def validate(G, shards: Path, device, max_images: int = 256, fid=None,
     GRID_IMAGES as uint8 HWC. With `fid` (an extractor from colorray.metrics.fid) val/fid is
     added: generated vs the same val images, the real statistics cached in `fid_cache`.
     """
-    from colorray.data.shards import read_manifest
-
     was_training = G.training
     G.eval()
     loader = make_loader(shards, "val", 64, num_workers=0, shuffle=False, drop_last=False)
@@ -67,7 +74,7 @@ def validate(G, shards: Path, device, max_images: int = 256, fid=None,
             rows = [lab_to_rgb_normalized(L[:k], torch.zeros_like(ab[:k])), rgb_fake[:k],
                     lab_to_rgb_normalized(L[:k], ab[:k])]
             grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
-            grid = (grid.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+            grid = to_uint8(grid).cpu().numpy()
         if acc.n >= max_images:
             break
     G.train(was_training)
@@ -87,18 +94,17 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
         log(f"resumed from {ckpt} at iteration {trainer.iter}")
     else:
         trainer = GANTrainer(params, device, log=log)
-    t, L = params.train, params.loader
-    loader = make_loader(shards, "train", t.batch_size, num_workers=L.num_workers, seed=t.seed,
-                         dataset_size=params.data.dataset_size, shuffle_buffer=L.shuffle_buffer,
+    t, loading = params.train, params.loader
+    loader = make_loader(shards, "train", t.batch_size, num_workers=loading.num_workers, seed=t.seed,
+                         dataset_size=params.data.dataset_size, shuffle_buffer=loading.shuffle_buffer,
                          pin_memory=torch.device(device).type == "cuda")
     stream = batch_stream(loader, trainer.data_position)
     stop, first = min(t.iters, max_iters or t.iters), trainer.iter
     start, images = time.perf_counter(), 0
     history = []
     while trainer.iter < stop:
-        batches = [rgb_uint8_to_lab(next(stream)["rgb"], device) for _ in range(trainer.batches_needed())]
-        metrics = trainer.train_iteration(batches)
-        images += sum(len(b[0]) for b in batches)
+        metrics, read, _ = next_iteration(trainer, stream, device)
+        images += read
         elapsed = time.perf_counter() - start
         if trainer.iter % t.checkpoint_every == 0 or trainer.iter == stop:
             trainer.save(ckpt)

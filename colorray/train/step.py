@@ -35,10 +35,10 @@ from colorray.gan.objectives import build_objective
 from colorray.gan.penalties import (add_instance_noise, gradient_penalty, instance_smoothing,
                                     linear_decay, r1_penalty)
 from colorray.models import build_discriminator, build_generator
+from colorray.models.files import CHECKPOINT_FORMAT
 from colorray.precision import Precision, as_workload, choose
 from colorray.train.schedules import lr_factor
 
-CHECKPOINT_FORMAT = "colorray-checkpoint-1"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -1,0 +1,33 @@
+"""The baseline stage: study 001's configuration S, the reconstruction-only generator.
+
+The train stage's parameters (tuned values included) with `gan.adv_weight = 0`: the same
+network, data, optimizer, batch and iterations, without a discriminator. The evaluate stage
+measures the GAN against it (and against gray).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from colorray.config import Params, parse_params
+from colorray.models.files import save_generator
+from colorray.train.loop import train_local, validate
+
+
+def baseline_params(params: Params) -> Params:
+    raw = params.model_dump(mode="json")
+    raw["gan"]["adv_weight"] = 0.0
+    return parse_params(raw, origin="the baseline's parameters")
+
+
+def train_baseline(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
+    """Train the reconstruction-only generator in this process and save it to `out`."""
+    bp = baseline_params(params)
+    with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
+        trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
+    val, _ = validate(trainer.G, Path(shards), "cpu")
+    save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
+                   precision=trainer.precision.tags())
+    return {"iterations": trainer.iter, "precision": trainer.precision, **val}

@@ -1,0 +1,59 @@
+"""MLflow in one place: the tracking store, the project's experiment, a run's parameters and
+the tags of the mode it computed in. Model logging is in colorray.pyfunc; the registry (the
+champion alias) in colorray.evaluate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Param
+
+from colorray.config import Params, flatten
+
+EXPERIMENT = "colorray"
+PRECISION_TAG = "colorray.precision."  # MLflow tags of the mode the run computed in
+
+
+def default_tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store in the project (absolute: Ray workers
+    run in other folders)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def _experiment_id(client, root: Path) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    # Artifacts next to the store, by absolute URI: workers log from other folders.
+    return client.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri())
+
+
+def setup_mlflow(root: Path) -> tuple[str, str]:
+    """Tracking URI and the project's experiment id (created on first use)."""
+    tracking_uri = default_tracking_uri(root)
+    mlflow.set_tracking_uri(tracking_uri)
+    return tracking_uri, _experiment_id(MlflowClient(tracking_uri), root)
+
+
+def log_params(client, run_id: str, params: Params) -> None:
+    items = [Param(k, str(v)) for k, v in flatten(params.model_dump(mode="json")).items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def run_precision(client, run_id: str) -> dict:
+    """The mode a run computed in, as its rank 0 tagged it (precision.tags()), with the tags'
+    strings read back as numbers and booleans (dvc metrics shows and compares those)."""
+    def value(text: str):
+        if text in ("True", "False"):
+            return text == "True"
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    tags = client.get_run(run_id).data.tags
+    return {k[len(PRECISION_TAG):]: value(v) for k, v in tags.items() if k.startswith(PRECISION_TAG)}
