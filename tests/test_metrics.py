@@ -149,3 +149,18 @@ def test_lpips_without_its_weights_names_the_file_to_download():
     assert lpips_model() is None
     msg = lpips_unavailable_message()
     assert str(lpips_weights_path()) in msg and "alexnet-owt" in msg
+
+
+def test_every_metric_that_can_select_a_model_has_a_direction_in_the_registry():
+    """Selection, the report and tune read which way is better from the registry: every
+    evaluate.select_by choice and every tune.metric must have one there."""
+    from typing import get_args
+
+    from colorray.config import EvaluateParams, TuneParams
+    from colorray.metrics.registry import HIGHER, LOWER, NEITHER, better
+
+    select_by = set(get_args(EvaluateParams.model_fields["select_by"].annotation)) - {"auto"}
+    assert all(better(m) in (LOWER, HIGHER) for m in select_by), {m: better(m) for m in select_by}
+    tune = set(get_args(TuneParams.model_fields["metric"].annotation)) - {"auto"}
+    assert all(better(m) == LOWER for m in tune)  # the sweep ranks lowest first
+    assert better("val/psnr") == HIGHER and better("colorfulness") == NEITHER and better("nonesuch") == NEITHER
