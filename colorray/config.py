@@ -36,7 +36,7 @@ IMAGE_SIZES = (32, 64, 128, 256)
 
 
 class UserError(Exception):
-    """Input or surroundings the user must fix (a download that fails, an unsafe archive): the
+    """Input or surroundings the user must fix (a download that fails, a bad checksum): the
     command line prints its message in one line, no traceback, and exits 2."""
 
 
