@@ -23,12 +23,21 @@ def default_tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+# The MLflow UI (3.x) opens an experiment without this tag in its GenAI view (traces, prompts);
+# this one is model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client, root: Path) -> str:
     exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return exp.experiment_id
-    # Artifacts next to the store, by absolute URI: workers log from other folders.
-    return client.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri())
+    if exp is None:
+        # Artifacts next to the store, by absolute URI: workers log from other folders.
+        return client.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").resolve().as_uri(),
+                                        tags=EXPERIMENT_KIND)
+    if any(exp.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):  # made by an older colorray
+        for k, v in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(exp.experiment_id, k, v)
+    return exp.experiment_id
 
 
 def setup_mlflow(root: Path) -> tuple[str, str]:
