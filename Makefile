@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	dvc repro
 
+# Two test processes: the Ray and DVC end-to-end tests wait on process start-up most of the
+# time (a quarter of two cores busy, measured), so the rest runs beside them. Tests that share
+# a Ray cluster or a DVC project run in one process (xdist_group marks, --dist loadgroup).
 test: $(STAMP)
-	python -m pytest
+	python -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	python benchmarks/loader.py

@@ -21,7 +21,7 @@ import yaml
 from conftest import RAY_ENV as ENV
 from conftest import ROOT, loopback_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-cluster")]
 NO_BATCHNORM = {"g_norm": "instance", "d_norm": "instance", "g_dropout_blocks": [],
                 "g_channels": 8, "g_channels_max": 32, "d_channels": 8, "g_depth": 4}
 OBJECTIVES = {
@@ -87,7 +87,7 @@ def local_ray():
     # Ray workers cannot import this test module by name: ship its functions by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
     yield
     ray.shutdown()
 

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc-dag")]
 
 
 def _sh(cmd, cwd, env):

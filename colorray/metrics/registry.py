@@ -29,7 +29,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from colorray.color import lab_to_rgb_normalized
 from colorray.images import to_uint8
@@ -94,7 +93,11 @@ def lpips_model(pretrained_backbone: bool = True):
     return _NoTrainLpips(net=LPIPS_NET, pnet_rand=not pretrained_backbone).eval()
 
 
+# skimage.metrics is imported where it is used: it loads scipy.stats (1 s), and every Ray
+# training worker imports this module for its val metrics without computing PSNR or SSIM.
 def psnr(pred: np.ndarray, true: np.ndarray, data_range: float) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
     if np.array_equal(pred, true):
         return PSNR_CAP
     return min(PSNR_CAP, float(peak_signal_noise_ratio(true, pred, data_range=data_range)))
@@ -102,6 +105,8 @@ def psnr(pred: np.ndarray, true: np.ndarray, data_range: float) -> float:
 
 def ssim(pred: np.ndarray, true: np.ndarray) -> float:
     """SSIM of two (H, W, 3) uint8 images, skimage's defaults (Wang et al. 2004 constants)."""
+    from skimage.metrics import structural_similarity
+
     return float(structural_similarity(true, pred, channel_axis=-1, data_range=255))
 
 

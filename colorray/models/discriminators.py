@@ -12,7 +12,6 @@ sigmoid (losses own their nonlinearity). EBGAN's autoencoder returns its energy.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from colorray.models.layers import norm_layer
@@ -79,15 +78,17 @@ class DCGANCritic(nn.Module):
 class ResNetDiscriminator(nn.Module):
     """An untrained torchvision ResNet with a single output unit (study 001)."""
 
-    ARCHS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
-             "resnet50": torchvision.models.resnet50, "resnet152": torchvision.models.resnet152}
-
     def __init__(self, arch: str, norm: str = "batch"):
         super().__init__()
+        # Imported here, not at the top: torchvision.models pulls in torch._dynamo, 2.5 s of
+        # start-up for every process that builds any network (each Ray worker, each CLI call),
+        # and only the study-001 presets use a ResNet critic.
+        import torchvision.models
+
         norm_fn = None if norm == "batch" else (lambda c: norm_layer(norm, c))
         if norm == "instance":  # torchvision's blocks need an affine norm to train
             norm_fn = lambda c: nn.InstanceNorm2d(c, affine=True)  # noqa: E731
-        self.net = self.ARCHS[arch](weights=None, num_classes=1, norm_layer=norm_fn)
+        self.net = getattr(torchvision.models, arch)(weights=None, num_classes=1, norm_layer=norm_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -176,7 +176,9 @@ def init_ray() -> None:
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         local_only()
-    ray.init(address=address or None, dashboard_host="127.0.0.1",
+    # "local", not None: ray.init() without an address joins any cluster `ray start` left running
+    # on this machine (/tmp/ray/ray_current_cluster) instead of starting the private one.
+    ray.init(address=address or "local", dashboard_host="127.0.0.1",
              runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
 
 
