@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.set_defaults(run="colorray.commands.shard:run")
 
+    p = sub.add_parser("init", help="resolve train.init_from to models/init.pt + init.json (DVC stage 'init')")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--models", default="models", help="where init.pt and init.json go")
+    p.add_argument("--root", default=".", help="project folder: mlflow.db (the store of models:/ URIs)")
+    p.set_defaults(run="colorray.commands.init:run")
+
     p = sub.add_parser("train", help="Ray Train data-parallel training with MLflow (DVC stage 'train')")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--shards", default="data/shards")
@@ -43,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="metrics")
     p.add_argument("--best", default="tune/best_params.yaml",
                    help="tuned values applied over --params when the file exists ('' to ignore)")
+    p.add_argument("--init", default=None, help="the init stage's models/init.pt (train.init_from); without it, a "
+                   "set train.init_from is resolved now")
     p.set_defaults(run="colorray.commands.train:run")
 
     p = sub.add_parser("tune", help="Ray Tune sweep of tune.space over Ray Train trials (DVC stage 'tune')")
@@ -50,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", default="data/shards")
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
     p.add_argument("--out", default="tune", help="best_params.yaml, results.csv, metric_vs_knobs.png")
+    p.add_argument("--init", default=None, help="the init stage's models/init.pt (train.init_from); without it, a "
+                   "set train.init_from is resolved now")
     p.set_defaults(run="colorray.commands.tune:run")
 
     p = sub.add_parser("baseline", help="train the reconstruction-only baseline generator (DVC stage 'baseline')")
@@ -82,12 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--out", default="colorized", help="output folder (folder inputs keep their layout)")
     p.add_argument("--model", default="models:/colorray@champion",
-                   help="a generator .pt, a checkpoint.pt, or an MLflow models:/ or runs:/ URI")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of models:/ and runs:/ URIs")
+                   help="a generator .pt, a checkpoint.pt, or an MLflow URI: models:/<name>@<alias>, "
+                        "models:/<name>/<version> or models:/<model_id>")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of models:/ URIs")
     p.add_argument("--format", default="png", choices=["png", "jpg", "webp", "tif"])
     p.add_argument("--side-by-side", action="store_true", help="write gray input | colorization")
     p.add_argument("--samples", type=int, default=1, help="K > 1: K diverse colorizations each (dropout on)")
     p.add_argument("--batch-size", type=int, default=8, help="photos per generator call (memory-bounded)")
+    p.add_argument("--render-size", type=int, default=None, metavar="N",
+                   help="the generator sees each photo at short side N (aspect kept, rounded to the network's "
+                        "stride); default: the square it was trained on. The colors are joined with the photo's "
+                        "full-resolution lightness either way")
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     p.add_argument("--replace-inputs", action="store_true",

@@ -1,15 +1,15 @@
 """Colorize images with a trained generator: the code behind the evaluate stage's grids, the
 MLflow pyfunc model (colorray.pyfunc) and `colorray colorize`.
 
-The generator runs at the size it was trained at; its ab prediction is upsampled to the
-image's own size and joined with the image's ORIGINAL full-resolution L, so the output keeps
-the input's resolution, detail and lightness (its L equals the input's within rounding).
+The generator runs at the size it was trained at, or at a chosen render size (short side N,
+aspect kept: `--render-size`, the pyfunc's `render_size` parameter); its ab prediction is
+upsampled to the image's own size and joined with the image's ORIGINAL full-resolution L, so
+the output keeps the input's resolution, detail and lightness (its L equals the input's within
+rounding).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,11 @@ from torch.nn import functional as F
 
 from colorray.atomic import write_bytes_atomic
 from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
-from colorray.config import ConfigError, parse_params
 from colorray.data.decode import IMAGE_EXTENSIONS, BadImage, decode_image
 from colorray.data.shards import read_image_file
 from colorray.images import array_to_uint8, encode, to_uint8
-from colorray.models.files import CHECKPOINT_FORMAT, GENERATOR_FORMAT, generator_from_state, load_generator
+from colorray.model_uri import download_weights, is_mlflow_uri
+from colorray.models.files import generator_from_state, read_model_file
 
 
 def enable_dropout(G: nn.Module) -> nn.Module:
@@ -66,9 +66,30 @@ def full_resolution_L(image: np.ndarray, device="cpu") -> torch.Tensor:
                       for r in range(0, rgb.shape[1], STRIP_ROWS)], dim=2)
 
 
-def model_input(L: torch.Tensor, image_size: int) -> torch.Tensor:
-    """The full-resolution L resized (antialiased) to the size the generator was trained at."""
-    small = F.interpolate(L, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+def stride_of(G: nn.Module) -> int:
+    """The multiple the generator's input sides must be (its total downsampling)."""
+    while not hasattr(G, "stride") and isinstance(getattr(G, "G", None), nn.Module):
+        G = G.G  # colorray.precision.InferenceGenerator wraps it
+    return int(getattr(G, "stride", 1))
+
+
+MAX_RENDER_SIZE = 4096  # the generator's input short side: its activations grow with its square
+
+
+def render_shape(h: int, w: int, image_size: int, render_size: int | None = None, stride: int = 1) -> tuple[int, int]:
+    """The size the generator sees a (h, w) photo at. render_size None: the square it was trained
+    on (image_size x image_size; the whole photo, squeezed, as DeOldify's render_factor does).
+    render_size N: short side N, the long side in proportion, both rounded to the nearest
+    multiple of `stride` (at least one stride)."""
+    if render_size is None:
+        return image_size, image_size
+    scale = render_size / min(h, w)
+    return tuple(max(stride, round(side * scale / stride) * stride) for side in (h, w))
+
+
+def model_input(L: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The full-resolution L resized (antialiased) to `shape`, what the generator sees."""
+    small = F.interpolate(L, size=shape, mode="bilinear", antialias=True, align_corners=False)
     return small.clamp(-1, 1)
 
 
@@ -86,103 +107,50 @@ def recombine(L: torch.Tensor, ab_small: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def colorize_batch(G: nn.Module, images: list[np.ndarray], image_size: int, device="cpu") -> list[np.ndarray]:
+def colorize_batch(G: nn.Module, images: list[np.ndarray], image_size: int, device="cpu",
+                   render_size: int | None = None) -> list[np.ndarray]:
     """Images of any sizes (gray or color; color is discarded) -> (H, W, 3) uint8 RGB each, at
-    their own size; one generator call for the batch."""
+    their own size. The generator sees each at render_shape(); one call per distinct shape
+    (one call for the whole batch at the default render size)."""
     Ls = [full_resolution_L(im, device) for im in images]
-    ab = G(torch.cat([model_input(L, image_size) for L in Ls])).float()
-    return [recombine(L, ab[i:i + 1]) for i, L in enumerate(Ls)]
+    shapes = [render_shape(*L.shape[-2:], image_size, render_size, stride_of(G)) for L in Ls]
+    out: list = [None] * len(Ls)
+    for shape in dict.fromkeys(shapes):
+        idx = [i for i, s in enumerate(shapes) if s == shape]
+        ab = G(torch.cat([model_input(Ls[i], shape) for i in idx])).float()
+        for j, i in enumerate(idx):
+            out[i] = recombine(Ls[i], ab[j:j + 1])
+    return out
 
 
-def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu") -> np.ndarray:
+def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu", render_size: int | None = None) -> np.ndarray:
     """One image of any size -> (H, W, 3) uint8 RGB."""
-    return colorize_batch(G, [image], image_size, device)[0]
+    return colorize_batch(G, [image], image_size, device, render_size)[0]
 
 
 # ---- the `colorray colorize` command ------------------------------------------------------------
 
-@contextlib.contextmanager
-def mlflow_tracking(uri: str | None):
-    """MLflow's tracking URI for one block. mlflow.set_tracking_uri also exports
-    MLFLOW_TRACKING_URI, which code later in the same process (colorray's stages called as
-    functions, tests) would take for the user's own choice: both are put back afterwards."""
-    import mlflow
-
-    if uri is None:
-        yield
-        return
-    env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
-
-
-def generator_file_from_mlflow(ref: str, dst: Path, tracking_uri: str | None = None) -> Path:
-    """The generator weights file of an MLflow model or artifact URI, downloaded into `dst`.
-
-    Nothing from the tracking server is executed or unpickled: the model folder is downloaded
-    as files, its MLmodel is read as YAML, and the file its `generator` artifact names is
-    returned, to be read with torch.load(weights_only=True). A model without that artifact (a
-    pickled pyfunc or PyTorch model) is refused."""
-    import mlflow
-    import yaml
-
-    with mlflow_tracking(tracking_uri):
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
-        except Exception as e:  # MlflowException: no such model, alias, run or artifact
-            raise ValueError(f"--model {ref}: cannot download it from MLflow at {mlflow.get_tracking_uri()} "
-                             f"({e})") from None
-    if local.is_file():  # an artifact URI of the generator file itself
-        return local
-    try:
-        conf = yaml.safe_load((local / "MLmodel").read_text())
-        artifact = conf["flavors"]["python_function"]["artifacts"]["generator"]["path"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        raise ValueError(f"--model {ref}: not a colorray colorizer (no MLmodel naming a 'generator' weights "
-                         "artifact). colorray loads weights only, never a pickled model.") from None
-    path = (local / str(artifact)).resolve()
-    if not path.is_relative_to(local.resolve()) or not path.is_file():
-        raise ValueError(f"--model {ref}: its generator artifact {artifact!r} is not a file inside the model")
-    return path
-
-
 def load_model(ref: str, device="cpu", tracking_uri: str | None = None) -> tuple[nn.Module, int]:
-    """(generator, its image size) from a generator file, a training checkpoint, or an MLflow
-    URI (`models:/colorray@champion`, `runs:/<run id>/colorizer`) in `tracking_uri`'s store
-    (None: MLflow's current one). Only tensors are loaded, from every kind of source."""
-    if ":/" in ref:
-        import tempfile
+    """(generator, its training image size) from a generator file, a training checkpoint, or an
+    MLflow model URI (`models:/colorray@champion`, `models:/colorray/<version>`,
+    `models:/<model_id>`) in `tracking_uri`'s store (None: MLflow's current one). Only tensors
+    are loaded, from every kind of source (colorray.model_uri)."""
+    import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="colorray-model-") as tmp:
-            G, params, _ = load_generator(generator_file_from_mlflow(ref, Path(tmp), tracking_uri), device)
-        return G, params.data.image_size
-    path = Path(ref)
-    if not path.is_file():
-        raise FileNotFoundError(f"--model {ref}: no such file (a generator .pt, a checkpoint.pt, or an MLflow "
-                                "models:/ or runs:/ URI)")
+    with tempfile.TemporaryDirectory(prefix="colorray-model-") as tmp:
+        if is_mlflow_uri(ref):
+            path = download_weights(ref, Path(tmp), tracking_uri)
+        else:
+            path = Path(ref)
+            if not path.is_file():
+                raise FileNotFoundError(f"--model {ref}: no such file (a generator .pt, a checkpoint.pt, or an MLflow "
+                                        "models:/ URI)")
+        model = read_model_file(path, what=f"--model {ref}")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"--model {ref}: not a readable model file ({e})") from None
-    if isinstance(saved, dict) and saved.get("format") == GENERATOR_FORMAT:
-        G, params, _ = load_generator(path, device)
-        return G, params.data.image_size
-
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"--model {ref}: neither a colorray generator nor a training checkpoint")
-    try:
-        params = parse_params(saved["params"], origin=f"{path} (params)")
-        G = generator_from_state(params, saved["G"])
-    except (ConfigError, KeyError, RuntimeError) as e:
-        raise ValueError(f"--model {ref}: a damaged training checkpoint ({e})") from None
-    return G.to(device), params.data.image_size
+        G = generator_from_state(model.params, model.G)
+    except RuntimeError as e:  # weights that do not fit the parameters stored beside them
+        raise ValueError(f"--model {ref}: a damaged model file ({e})") from None
+    return G.to(device), model.params.data.image_size
 
 
 def find_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
@@ -239,10 +207,11 @@ def output_names(files: list[tuple[Path, Path]], out_dir: Path, fmt: str, sample
 def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]], out_dir: Path, *,
                    fmt: str = "png", side_by_side: bool = False, samples: int = 1, overwrite: bool = False,
                    replace_inputs: bool = False, batch_size: int = 8, device="cpu", progress: bool = True,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, render_size: int | None = None) -> dict:
     """Colorize each file into `out_dir` (atomic writes); bad files are reported, not fatal.
-    Up to `batch_size` photos share a generator call, as long as they hold no more than
-    BATCH_PIXELS pixels together (the memory bound; a larger photo goes alone). `overwrite`
+    Up to `batch_size` photos share a generator call (photos of one render shape), as long as
+    they hold no more than BATCH_PIXELS pixels together (the memory bound; a larger photo goes
+    alone). `overwrite`
     replaces earlier outputs; an output that is one of the inputs is replaced only with
     `replace_inputs` as well. Returns {"written": [...], "failed": {file: reason},
     "skipped": {file: reason}, "renamed": {file: output}}."""
@@ -258,7 +227,7 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
 
     def flush():
         for k in range(samples):  # with dropout on, each call is another colorization
-            outs = colorize_batch(G, [rgb for _, rgb in pending], image_size, device)
+            outs = colorize_batch(G, [rgb for _, rgb in pending], image_size, device, render_size)
             for (targets, rgb), out in zip(pending, outs):
                 if side_by_side:
                     out = np.concatenate([_gray_of(rgb), out], axis=1)

@@ -212,6 +212,21 @@ class TrainParams(_Section):
     seed: int
     checkpoint_every: int = Field(ge=1)
     resume: bool  # continue the run in models/checkpoint.pt (e.g. with more iters)
+    # Start from a model's weights (fine-tuning): a generator file, a training checkpoint, or an
+    # MLflow model URI; resolved by the init stage (colorray.train.init_from).
+    init_from: Optional[str]
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("an empty string; use null for random weights")
+        if v is not None and v.startswith("runs:/"):
+            raise ValueError(f"{v}: runs:/ URIs are deprecated in MLflow 3; name the run's model as "
+                             "models:/<model_id> (or a registered models:/<name>@<alias> / <name>/<version>)")
+        if v is not None and ":/" in v and not v.startswith("models:/"):
+            raise ValueError(f"{v}: not a file path or an MLflow models:/ URI")
+        return v
 
     @field_validator("betas_g", "betas_d")
     @classmethod

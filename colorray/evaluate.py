@@ -3,8 +3,10 @@
 `evaluate`: every model (the GAN, the reconstruction baseline, and gray = ab 0) on the test
   split with the metric registry (colorray.metrics.registry) and the classifier metrics; writes
   eval/metrics.json, eval/samples.png, eval/diversity.png, eval/report.html; records an MLflow
-  evaluation run linked to the training run; registers the model chosen by evaluate.select_by
-  as `models:/colorray@champion` if it beats the gray baseline on that metric.
+  evaluation run linked to the training run; logs each candidate's test metrics to its
+  LoggedModel and registers each as a version of `colorray`; moves `models:/colorray@champion`
+  to the model chosen by evaluate.select_by if it beats the gray baseline on that metric (a
+  person may move it to another version in the MLflow UI: colorize and serve follow the alias).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from colorray.progress import Progress
 from colorray.pyfunc import log_colorizer
 from colorray.real_classifier import classes_seen
 from colorray.report import write_report
+from colorray import tracking
 from colorray.tracking import setup_mlflow
 
 REGISTERED_NAME, ALIAS = "colorray", "champion"
@@ -188,9 +191,11 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
                            "train_run_id": gan_meta.get("run_id"),
                            "reconstruction_precision": generators["reconstruction"][2].get("precision", {})}}
     tracking_uri, experiment_id = setup_mlflow(Path(root).resolve())
-    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate") as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate by {select_by}: {selection['chosen']}"
+                          f"{' promoted' if selection['promoted'] else ' not promoted'}") as run:
         summary["mlflow"] = _record(params, summary, out, run.info.run_id, MlflowClient(tracking_uri),
-                                    {"gan": gan_path, "reconstruction": baseline_path}, log)
+                                    {"gan": gan_path, "reconstruction": baseline_path},
+                                    {"gan": gan_meta, "reconstruction": generators["reconstruction"][2]}, shards, log)
         write_report(summary, out, loss_curves)
         write_json_atomic(out / "metrics.json", _dvc_metrics(summary))
         for f in ("metrics.json", "report.html"):
@@ -208,20 +213,38 @@ def _dvc_metrics(summary: dict) -> dict:
             "notes": summary["notes"], "data": {"manifest_sha256": summary["data"]["manifest_sha256"]}}
 
 
-def _description(params: Params, summary: dict, chosen: str) -> str:
-    m = summary["models"][chosen]
+def _description(params: Params, summary: dict, name: str) -> str:
+    sel = summary["selection"]
+    m = summary["models"][name]
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
-    return (f"colorray {chosen} generator, chosen by {summary['selection']['metric']} "
-            f"({summary['selection']['reason']}).\n\n"
+    verdict = ("the selected model" if sel["chosen"] == name and sel["promoted"] else
+               "selected, but not promoted" if sel["chosen"] == name else "not selected")
+    return (f"colorray {name} generator, evaluated on the test split: {verdict}. Selection by "
+            f"{sel['metric']}: {sel['reason']}.\n\n"
             f"data manifest sha256: {summary['data']['manifest_sha256']}\n"
-            f"training run: {summary['sources'].get('train_run_id')}\n"
+            f"training run: {summary['sources'].get('train_run_id') if name == 'gan' else 'the baseline stage'}\n"
             f"test metrics: {json.dumps(shown, sort_keys=True)}\n"
             f"parameters: {json.dumps(params.model_dump(mode='json', exclude={'tune', 'evaluate', 'classifier'}), sort_keys=True)}")
 
 
-def _record(params: Params, summary: dict, out: Path, run_id: str, client: MlflowClient, paths: dict, log) -> dict:
+def _logged_model(name: str, path: Path, meta: dict, log) -> str:
+    """The model id of a candidate's LoggedModel: the train stage's (from its generator file),
+    else logged now in the evaluation run (the baseline stage has no run of its own)."""
+    uri = meta.get("model_uri") or ""
+    if uri.startswith("models:/m-"):
+        return uri[len("models:/"):]
+    model = log_colorizer(path, tags={"colorray.candidate": name})
+    log(f"evaluate: logged the {name} generator as models:/{model.model_id}")
+    return model.model_id
+
+
+def _record(params: Params, summary: dict, out: Path, run_id: str, client: MlflowClient, paths: dict,
+            metas: dict, shards: Path, log) -> dict:
     """Into the active evaluation run `run_id`: its tags, parameters, metrics and images, its
-    link to the training run; and the registered champion, if one is promoted."""
+    link to the training run. Each candidate's test metrics go to its LoggedModel (MLflow's
+    Logged Models view ranks them), each candidate is registered as a version of `colorray`
+    (its metrics and the selection in the description), and `@champion` moves to the
+    selected one if it is promoted."""
     train_run = summary["sources"].get("train_run_id")
     sel = summary["selection"]
     info = {"run_id": run_id}
@@ -233,19 +256,38 @@ def _record(params: Params, summary: dict, out: Path, run_id: str, client: Mlflo
                         for k, v in summary["sources"]["reconstruction_precision"].items()}})
     mlflow.log_params({"evaluate.select_by": sel["metric"], "data.manifest_sha256": summary["data"]["manifest_sha256"],
                        "evaluate.test_images": summary["reference"]["test_images"]})
-    mlflow.log_metrics({f"{name}/{k}": float(v) for name, m in summary["models"].items()
-                        for k, v in m.items() if isinstance(v, (int, float)) and not math.isnan(v)})
+    tracking.log_shards(shards, "test")
+    dataset = tracking.shards_dataset(shards)
+
+    def numbers(m: dict) -> dict:
+        return {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not math.isnan(v)}
+
+    mlflow.log_metrics({f"{name}/{k}": v for name, m in summary["models"].items() for k, v in numbers(m).items()})
     for f in ("samples.png", "diversity.png"):
         mlflow.log_artifact(str(out / f), artifact_path="eval")
     if train_run:
         client.set_tag(train_run, "colorray.evaluation_run_id", run_id)
+    info["models"] = {}
+    for name in CANDIDATES:
+        model_id = _logged_model(name, paths[name], metas[name], log)
+        mlflow.log_metrics({f"test/{k}": v for k, v in numbers(summary["models"][name]).items()},
+                           model_id=model_id, dataset=dataset)
+        client.set_logged_model_tags(model_id, {"colorray.candidate": name, "colorray.evaluation_run_id": run_id,
+                                                "colorray.selected": str(sel["chosen"] == name and sel["promoted"])})
+        entry = {"model_uri": f"models:/{model_id}"}
+        if params.evaluate.register_model:
+            mv = mlflow.register_model(f"models:/{model_id}", REGISTERED_NAME,
+                                       tags={"colorray.candidate": name, "colorray.evaluation_run_id": run_id})
+            client.update_model_version(REGISTERED_NAME, mv.version, description=_description(params, summary, name))
+            entry["version"] = int(mv.version)
+        info["models"][name] = entry
     if not sel["promoted"]:
         log(f"evaluate: {sel['reason']}")
     elif params.evaluate.register_model:
-        mv = log_colorizer(paths[sel["chosen"]], registered_model_name=REGISTERED_NAME)
-        version = mv.registered_model_version
-        client.update_model_version(REGISTERED_NAME, version, description=_description(params, summary, sel["chosen"]))
-        client.set_registered_model_alias(REGISTERED_NAME, ALIAS, version)
-        info.update(version=int(version), model_uri=f"models:/{REGISTERED_NAME}@{ALIAS}")
-        log(f"evaluate: {sel['reason']}; registered as models:/{REGISTERED_NAME}@{ALIAS} (version {version})")
+        version = info["models"][sel["chosen"]]["version"]
+        client.set_registered_model_alias(REGISTERED_NAME, ALIAS, str(version))
+        info.update(version=version, model_uri=f"models:/{REGISTERED_NAME}@{ALIAS}")
+        log(f"evaluate: {sel['reason']}; registered the candidates as versions "
+            f"{', '.join(str(e['version']) for e in info['models'].values())} of {REGISTERED_NAME}; "
+            f"models:/{REGISTERED_NAME}@{ALIAS} is version {version} ({sel['chosen']})")
     return info

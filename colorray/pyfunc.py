@@ -6,11 +6,13 @@ torch.load(weights_only=True): loading it unpickles nothing.
     model = mlflow.pyfunc.load_model("models:/colorray@champion")
     rgb = model.predict(gray)            # (H, W) or (H, W, 3) uint8 array -> (H, W, 3) uint8
     png = model.predict(open("old.jpg", "rb").read())   # image file bytes -> PNG bytes
+    rgb = model.predict(gray, params={"render_size": 256})  # the generator sees short side 256
 
 For `mlflow models serve` (JSON in, JSON out) the input is a table with a column `image` of
 base64-encoded image files (PNG, JPEG, ...); the output has a column `image` of base64 PNGs:
 
-    {"dataframe_split": {"columns": ["image"], "data": [["<base64 of photo.jpg>"]]}}
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64 of photo.jpg>"]]},
+     "params": {"render_size": 256}}
 
 A request is refused whole, with HTTP 400 and one line naming each bad row and why, when a
 cell is not a base64 string, a file is not an accepted image, an image is over MAX_PIXELS, or
@@ -27,7 +29,7 @@ import mlflow
 import numpy as np
 
 import colorray
-from colorray.colorize import colorize
+from colorray.colorize import MAX_RENDER_SIZE, colorize
 from colorray.data.decode import BadImage, decode_image as decode, image_size
 from colorray.images import encode
 from colorray.models.files import load_generator
@@ -92,6 +94,16 @@ def decode_rows(cells) -> list[np.ndarray]:
     return images
 
 
+def render_size(params: dict | None) -> int | None:
+    """The `render_size` inference parameter: 0 or absent, the size the model was trained at;
+    N, the generator sees the photo at short side N (colorray.colorize.render_shape)."""
+    value = (params or {}).get("render_size") or 0
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (value == 0 or 8 <= value <= MAX_RENDER_SIZE):
+        raise RequestError(f"params.render_size {value!r}: 0 (the training size) or a short side of 8 to "
+                           f"{MAX_RENDER_SIZE} pixels")
+    return int(value) or None
+
+
 class ColorizerModel(mlflow.pyfunc.PythonModel):
     """Artifacts: `generator`, a generator file (colorray.models.files.save_generator)."""
 
@@ -104,34 +116,42 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+        try:
+            render = render_size(params)
+        except RequestError as e:  # MLflow's scoring server answers an MlflowException with its HTTP code
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
         if isinstance(model_input, np.ndarray):
-            return colorize(self.G, model_input, self.image_size)
+            return colorize(self.G, model_input, self.image_size, render_size=render)
         if isinstance(model_input, (bytes, bytearray)):  # an image file's bytes -> a PNG file's bytes
-            return base64.b64decode(encode_png(colorize(self.G, decode_image(model_input), self.image_size)))
+            rgb = colorize(self.G, decode_image(model_input), self.image_size, render_size=render)
+            return base64.b64decode(encode_png(rgb))
         import pandas as pd
 
         if isinstance(model_input, pd.DataFrame) and "image" in model_input.columns:
             try:
                 images = decode_rows(list(model_input["image"]))
-            except RequestError as e:  # MLflow's scoring server answers an MlflowException with its HTTP code
+            except RequestError as e:
                 raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
-            return pd.DataFrame({"image": [encode_png(colorize(self.G, im, self.image_size)) for im in images]})
+            return pd.DataFrame({"image": [encode_png(colorize(self.G, im, self.image_size, render_size=render))
+                                           for im in images]})
         raise TypeError("colorray model input: an image array, or a table with a column 'image' of "
                         f"base64-encoded image files (got {type(model_input).__name__})")
 
 
-def log_colorizer(generator: str | Path, registered_model_name: str | None = None):
+def log_colorizer(generator: str | Path, registered_model_name: str | None = None, tags: dict | None = None):
     """Log `generator` (a generator file) as the colorizer model of the active run; returns
-    MLflow's ModelInfo. Signature: a string column `image` in, a string column `image` out."""
+    MLflow's ModelInfo (its model_id: `models:/<model_id>`). Signature: a string column `image`
+    in, a string column `image` out, the inference parameter `render_size`."""
     import pandas as pd
     import torch
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     example = pd.DataFrame({"image": [encode_png(np.full((16, 16, 3), 128, np.uint8))]})
     schema = Schema([ColSpec("string", "image")])
+    params = ParamSchema([ParamSpec("render_size", "long", 0)])  # 0: the training size
     return mlflow.pyfunc.log_model(
         name="colorizer", python_model=str(CODE), artifacts={"generator": str(generator)},
-        code_paths=[str(Path(colorray.__file__).parent)], registered_model_name=registered_model_name,
-        signature=ModelSignature(inputs=schema, outputs=schema), input_example=example,
+        code_paths=[str(Path(colorray.__file__).parent)], registered_model_name=registered_model_name, tags=tags,
+        signature=ModelSignature(inputs=schema, outputs=schema, params=params), input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "scikit-image", "pillow", "pandas"])

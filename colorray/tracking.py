@@ -66,3 +66,52 @@ def run_precision(client, run_id: str) -> dict:
 
     tags = client.get_run(run_id).data.tags
     return {k[len(PRECISION_TAG):]: value(v) for k, v in tags.items() if k.startswith(PRECISION_TAG)}
+
+
+def run_name(stage: str, params: Params, parent: dict | None = None) -> str:
+    """A run's name in the runs table: the stage, the objective and the knobs a sweep turns,
+    and the model it started from (train.init_from), e.g. `train wgan λ=76.3 clip=0.0425 b=8`."""
+    g, t = params.gan, params.train
+    knobs = [g.objective, f"λ={g.l1_weight:.3g}"]
+    if g.objective == "wgan":
+        knobs.append(f"clip={g.clip:.3g}")
+    if g.n_critic > 1:
+        knobs.append(f"n_critic={g.n_critic}")
+    knobs.append(f"b={t.batch_size}")
+    if params.data.dataset_size:
+        knobs.append(f"n={params.data.dataset_size}")
+    if parent and parent.get("init_from"):
+        knobs.append("from " + (f"{parent['registered_name']} v{parent['version']}" if parent.get("version")
+                                else parent.get("model_id") or Path(str(parent["init_from"])).name))
+    return " ".join([stage, *knobs])
+
+
+def shards_dataset(shards: str | Path):
+    """The shards as an MLflow dataset: source their folder (or URL), digest their manifest's
+    sha256 (the evaluate stage's data.manifest_sha256), named after the data source, so the
+    runs table tells runs on different data apart."""
+    import hashlib
+    import json
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    manifest = (Path(shards) / "manifest.json").read_bytes()
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        source = resolve_dataset_source(str(Path(shards).resolve()))
+    return MetaDataset(source, name=f"{json.loads(manifest).get('source', 'data')} shards",
+                       digest=hashlib.sha256(manifest).hexdigest()[:16])
+
+
+def log_shards(shards: str | Path, context: str, client=None, run_id: str | None = None) -> None:
+    """Record the shards as a dataset input for `context` (train / test) of the active run, or
+    of `run_id` through `client`."""
+    if run_id is None:
+        mlflow.log_input(shards_dataset(shards), context=context)
+        return
+    from mlflow.entities import DatasetInput, InputTag
+
+    tag = InputTag("mlflow.data.context", context)
+    client.log_inputs(run_id, datasets=[DatasetInput(shards_dataset(shards)._to_mlflow_entity(), tags=[tag])])

@@ -70,7 +70,11 @@ def loopback_cluster(nodes: int = 2, cpus: int = 1):
             role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={_free_port()}",
                      f"--ray-client-server-port={_free_port()}"]
                     if i == 0 else [f"--address=127.0.0.1:{port}"])
-            r = subprocess.run([ray_bin, "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+            # Every port its own: Ray's defaults (agent 52365, ...) are taken by the first Ray on the
+            # machine, and a head whose agent cannot bind never frees finished runs' CPUs.
+            ports = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                             "runtime-env-agent-port", "metrics-export-port")]
+            r = subprocess.run([ray_bin, "start", *role, *ports, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
                                 f"--temp-dir={temp}", "--disable-usage-stats"],
                                env=cluster_env, capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -104,6 +108,14 @@ def _stop_processes_of(temp: str, address: str) -> None:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(list(ours.values()), timeout=15)
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster():
+    """One loopback cluster of two 1-CPU nodes for the whole session (its tests are one xdist
+    group, so one process): the environment a driver needs to use it (RAY_ADDRESS)."""
+    with loopback_cluster(nodes=2, cpus=1) as env:
+        yield env
 
 
 @pytest.fixture(autouse=True)

@@ -154,7 +154,7 @@ def test_a_tampered_registry_alias_does_not_run_its_pickle_in_colorize(generator
     import mlflow
 
     from colorray.cli import main
-    from colorray.colorize import mlflow_tracking
+    from colorray.model_uri import mlflow_tracking
 
     class Tampered(mlflow.pyfunc.PythonModel):
         def __init__(self, marker):
@@ -198,7 +198,8 @@ def test_a_tampered_registry_alias_does_not_run_its_pickle_in_colorize(generator
 def test_colorize_loads_a_registered_colorizer_from_its_weights(generator, tmp_path):
     import mlflow
 
-    from colorray.colorize import load_model, mlflow_tracking
+    from colorray.colorize import load_model
+    from colorray.model_uri import mlflow_tracking
     from colorray.pyfunc import log_colorizer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -271,3 +272,59 @@ def test_side_by_side_converts_in_strips(generator, tmp_path, monkeypatch):
     r = cz.colorize_files(G, 64, [(tmp_path / "tall.png", __import__("pathlib").Path("tall.png"))], tmp_path / "out",
                           side_by_side=True, progress=False)
     assert r["written"] and max(rows) <= cz.STRIP_ROWS
+
+
+class _Spy(torch.nn.Module):
+    """Wraps a generator and records the shape of every input it sees."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G, self.seen = G, []
+
+    def forward(self, L):
+        self.seen.append(tuple(L.shape))
+        return self.G(L)
+
+
+def test_render_size_sets_what_the_generator_sees_and_nothing_else_changes(generator):
+    """--render-size N: short side N, aspect kept, sides rounded to the network's stride; the
+    output keeps the photo's size and lightness. Default: the training square."""
+    from colorray.colorize import render_shape, stride_of
+
+    G, params, _ = load_generator(generator)
+    spy = _Spy(G)
+    assert stride_of(spy) == 2 ** params.generator_depth() == 64  # the U-Net down to 1x1 at 64 px
+    gray = data.camera()[:300, :457]
+    L_in = color.rgb2lab(as_rgb_uint8(gray))[..., 0]
+    for render, seen in ((None, (64, 64)), (128, (128, 192)), (256, (256, 384))):
+        out = colorize(spy, gray, params.data.image_size, render_size=render)
+        assert spy.seen[-1] == (1, 1, *seen), render  # 457 * 128 / 300 = 195 -> 192, a multiple of 64
+        assert out.shape == (300, 457, 3) and np.abs(color.rgb2lab(out)[..., 0] - L_in).max() < 1.0
+    assert render_shape(3000, 4000, 64, 110, 8) == (112, 144)  # 110 -> 112; 146.7 -> 144
+    assert render_shape(40, 30, 64, 8, 64) == (64, 64)  # never below one stride
+
+
+def test_the_command_and_the_pyfunc_take_a_render_size(generator, tmp_path, capsys):
+    from mlflow.exceptions import MlflowException
+
+    from colorray.cli import main
+    from colorray.pyfunc import ColorizerModel
+
+    photo = tmp_path / "in" / "p.png"
+    photo.parent.mkdir()
+    from PIL import Image
+
+    Image.fromarray(data.camera()[:120, :200]).save(photo)
+    main(["colorize", str(photo), "-o", str(tmp_path / "out"), "--model", str(generator), "--render-size", "128",
+          "--quiet"])
+    assert Image.open(tmp_path / "out" / "p.png").size == (200, 120)
+    with pytest.raises(SystemExit):
+        main(["colorize", str(photo), "-o", str(tmp_path / "out2"), "--model", str(generator), "--render-size", "3"])
+    assert "--render-size 3: the generator's input short side must be 8 to" in capsys.readouterr().err
+
+    model = ColorizerModel()
+    model.load_context(type("Context", (), {"artifacts": {"generator": str(generator)}})())
+    gray = data.camera()[:120, :200]
+    assert not np.array_equal(model.predict(None, gray, params={"render_size": 128}), model.predict(None, gray))
+    with pytest.raises(MlflowException, match="params.render_size 5: 0 .the training size. or a short side"):
+        model.predict(None, gray, params={"render_size": 5})

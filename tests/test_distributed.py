@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from conftest import RAY_ENV as ENV
-from conftest import ROOT, loopback_cluster
+from conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-cluster")]
 NO_BATCHNORM = {"g_norm": "instance", "d_norm": "instance", "g_dropout_blocks": [],
@@ -92,6 +92,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.xdist_group("local-ray")  # a Ray instance of its own: with the DVC tests (conftest.py)
 def test_two_workers_with_half_batches_equal_one_worker_with_the_whole(tmp_path, local_ray):
     _run_equivalence(tmp_path, 1)
     _run_equivalence(tmp_path, 2)
@@ -161,7 +162,7 @@ RUN_ITERS = 24
 
 
 @pytest.fixture(scope="module")
-def cluster_run(tmp_path_factory, uneven_shards):
+def cluster_run(tmp_path_factory, uneven_shards, two_node_cluster):
     """One training run that the next three tests examine (a Ray Train run costs about a
     minute here): 2 workers on a two-node loopback cluster, one per node (STRICT_SPREAD),
     over an odd number of shards with the last nearly empty; the rank-1 worker process is
@@ -170,20 +171,19 @@ def cluster_run(tmp_path_factory, uneven_shards):
     tmp_path = tmp_path_factory.mktemp("cluster-run")
     params = _project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
                              ray={"placement_strategy": "STRICT_SPREAD"})
-    with loopback_cluster(nodes=2, cpus=1) as env:
-        proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline, killed = time.time() + 300, None
-            while time.time() < deadline and killed is None and proc.poll() is None:
-                st = _statuses(tmp_path)
-                if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
-                    killed = st[1]
-                    os.kill(killed["pid"], signal.SIGKILL)
-                time.sleep(0.2)
-            out, _ = proc.communicate(timeout=600)
-        finally:
-            proc.kill()
+    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=two_node_cluster,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, killed = time.time() + 300, None
+        while time.time() < deadline and killed is None and proc.poll() is None:
+            st = _statuses(tmp_path)
+            if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
+                killed = st[1]
+                os.kill(killed["pid"], signal.SIGKILL)
+            time.sleep(0.2)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
     assert killed is not None, "the rank-1 worker never reached iteration 8:\n" + out[-3000:]
     return tmp_path, killed, proc.returncode, out
 
@@ -212,8 +212,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run
 
 
 def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_that(cluster_run, uneven_shards,
-                                                                                      tmp_path):
-    """train.resume on (a copy of) the finished run above, now on a local Ray instance: it
+                                                                                      tmp_path, two_node_cluster):
+    """train.resume on (a copy of) the finished run above, on the same cluster: it
     starts from the run's final state, not from 0. Ctrl-C part-way: exit 130, nothing written;
     the same command again continues that run (its MLflow run, its last checkpoint)."""
     run_dir, _, returncode, out = cluster_run
@@ -223,7 +223,8 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     generator_before = (tmp_path / "models" / "generator.pt").read_bytes()
     end = RUN_ITERS + 12
     params = _project_params(tmp_path, train={"iters": end, "resume": True})
-    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=two_node_cluster,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
     try:
@@ -242,7 +243,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
     assert (tmp_path / "models" / "generator.pt").read_bytes() == generator_before  # nothing written
 
-    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
+    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=two_node_cluster,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the interrupted run" in r.stdout
@@ -256,6 +257,43 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     assert len(runs) == 2  # the cluster run, and this one (interrupted, then continued)
     history = client.get_metric_history(runs[0].info.run_id, "iter")
     assert max(m.value for m in history) == end and min(m.value for m in history) == RUN_ITERS + 2
+
+
+def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_parent(cluster_run, uneven_shards,
+                                                                                     tmp_path, two_node_cluster):
+    """train.init_from = models:/<model_id> of the cluster run's model: the new run loads its G
+    and D, logs that model's own val metrics at step 0 (the weights really loaded), is tagged
+    with its parent, and may change any other parameter (here lr, iters, workers)."""
+    from colorray.models.files import load_generator
+    from colorray.train.loop import validate
+
+    run_dir, _, returncode, out = cluster_run
+    assert returncode == 0, out[-4000:]
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)  # its MLflow store; artifacts stay where they are
+    source, _, meta = load_generator(tmp_path / "models" / "generator.pt")
+    model_id = meta["model_uri"].removeprefix("models:/")
+    params = _project_params(tmp_path, train={"iters": 4, "init_from": meta["model_uri"], "lr_g": 1e-4,
+                                              "amp": "none", "channels_last": False},
+                             ray={"num_workers": 1, "report_every": 2, "eval_every": 4})
+    cmd = _train_cmd(tmp_path, params, uneven_shards)
+    cmd[cmd.index("--models") + 1] = str(tmp_path / "finetuned")
+    r = subprocess.run(cmd, cwd=ROOT, env=two_node_cluster, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "G and D from the starting model" in r.stdout + r.stderr
+
+    client, runs = _mlflow_runs(tmp_path)
+    (run,) = [x for x in runs if x.data.tags.get("colorray.parent.model_id") == model_id]
+    assert run.data.tags["colorray.parent.init_from"] == meta["model_uri"] and model_id in run.info.run_name
+    start = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/l1")}
+    expected, _ = validate(source, uneven_shards, "cpu")
+    assert start[0] == pytest.approx(expected["val/l1"], rel=1e-5) and set(start) == {0, 4}
+    record = json.loads((tmp_path / "finetuned" / "init.json").read_text())
+    assert record["model_id"] == model_id and record["discriminator"] is True
+    (inp,) = run.inputs.dataset_inputs  # the Dataset column of the runs table
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "train"
+    (model,) = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run.info.run_id]
+    assert model.tags["colorray.parent.model_id"] == model_id
+    assert set(torch.load(tmp_path / "finetuned" / "generator.pt", weights_only=True)) >= {"G", "D", "parent"}
 
 
 LISTENERS = r"""
@@ -281,6 +319,7 @@ print(json.dumps({"listening": listening, "external": external, "reachable": rea
 """
 
 
+@pytest.mark.xdist_group("local-ray")
 def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
     """`make run` without RAY_ADDRESS: nothing that Ray started accepts a connection on a
     non-loopback address (a laptop on a shared network exposes nothing during a sweep)."""

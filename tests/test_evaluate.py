@@ -116,6 +116,60 @@ def test_the_evaluation_run_is_linked_and_holds_the_outputs(evaluated):
     assert {"eval/metrics.json", "eval/report.html", "eval/samples.png", "eval/diversity.png"} <= files
 
 
+def test_every_candidate_is_a_logged_model_ranked_by_its_test_metrics_and_a_registered_version(evaluated):
+    """MLflow 3: each candidate's test metrics are linked to its LoggedModel (the Logged Models
+    view sorts by them), each is a version of `colorray`, the run has its data as input."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    root, summary, _ = evaluated
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("colorray").experiment_id
+    ranked = [m for m in mlflow.search_logged_models(
+        experiment_ids=[exp], order_by=[{"field_name": "metrics.test/delta_cf", "ascending": True}],
+        output_format="list") if "colorray.candidate" in m.tags]
+    by_delta = sorted(("gan", "reconstruction"), key=lambda n: summary["models"][n]["delta_cf"])
+    assert [m.tags["colorray.candidate"] for m in ranked] == by_delta
+    for m in ranked:
+        metrics = {x.key: x.value for x in m.metrics}
+        assert metrics["test/delta_cf"] == pytest.approx(summary["models"][m.tags["colorray.candidate"]]["delta_cf"])
+        assert metrics["test/ssim"] == pytest.approx(summary["models"][m.tags["colorray.candidate"]]["ssim"])
+    versions = {v.tags["colorray.candidate"]: v for v in client.search_model_versions("name='colorray'")}
+    assert set(versions) == {"gan", "reconstruction"}
+    chosen = summary["selection"]["chosen"]
+    assert "the selected model" in versions[chosen].description
+    assert "not selected" in versions[({"gan", "reconstruction"} - {chosen}).pop()].description
+    assert summary["mlflow"]["version"] == int(versions[chosen].version)
+    run = client.get_run(summary["mlflow"]["run_id"])
+    (test_input,) = run.inputs.dataset_inputs
+    assert test_input.dataset.digest == summary["data"]["manifest_sha256"][:16]
+    assert {t.key: t.value for t in test_input.tags}["mlflow.data.context"] == "test"
+
+
+def test_moving_the_champion_alias_changes_what_colorize_loads(evaluated):
+    """What a person does in the MLflow UI (set @champion on another version) is what colorize
+    and `mlflow models serve models:/colorray@champion` then use."""
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+
+    from colorray.colorize import load_model
+
+    root, _, _ = evaluated
+    client, uri = MlflowClient(), mlflow.get_tracking_uri()
+    current = client.get_model_version_by_alias("colorray", "champion").version
+    other = next(v.version for v in client.search_model_versions("name='colorray'") if v.version != current)
+    before, _ = load_model("models:/colorray@champion", tracking_uri=uri)
+    client.set_registered_model_alias("colorray", "champion", other)  # the UI's "add alias"
+    try:
+        after, _ = load_model("models:/colorray@champion", tracking_uri=uri)
+        expected, _ = load_model(f"models:/colorray/{other}", tracking_uri=uri)
+    finally:
+        client.set_registered_model_alias("colorray", "champion", current)
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    assert same(after, expected) and not same(after, before)
+
+
 def test_sample_grids_have_the_announced_layout(evaluated):
     from PIL import Image
 

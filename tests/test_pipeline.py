@@ -13,7 +13,9 @@ import yaml
 
 from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc-dag")]
+# make test runs two test processes: tests that start a Ray instance of their own (with Ray's
+# default ports) share one, those of the loopback clusters (ports of their own) the other.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local-ray")]
 
 
 def _sh(cmd, cwd, env):
@@ -94,14 +96,14 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
     _check_tuned_values_are_params(proj, env, best)
 
     out = _sh(["dvc", "repro"], proj, env)
-    assert "Running stage" not in out and "up to date" in out
+    assert _ran(out) == ["init"] and "Stage 'train' didn't change, skipping" in out  # init: always run
     _check_dvc_sees_defaults_and_code(proj, env)
+    _check_init_stage_follows_the_alias(proj, env)
 
     # A change in the middle of the DAG re-runs that stage and what depends on it, nothing else.
     _set_param(proj, "classifier.epochs", 2)
     out = _sh(["dvc", "repro"], proj, env)
-    assert [s for s in ("fetch", "shard", "tune", "train", "baseline", "classifier", "evaluate")
-            if f"Running stage '{s}'" in out] == ["classifier", "evaluate"]
+    assert _ran(out) == ["init", "classifier", "evaluate"]
     assert "Stage 'train' didn't change, skipping" in out
     assert json.loads((proj / "eval/metrics.json").read_text())["gan"]["images"] == 64
 
@@ -113,8 +115,48 @@ def _json(cmd, cwd, env):
     return json.loads(r.stdout)
 
 
+STAGES = ("fetch", "shard", "init", "tune", "train", "baseline", "classifier", "evaluate")
+
+
+def _ran(out: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in out]
+
+
 def _stale(proj, env) -> list[str]:
-    return sorted(_json(["dvc", "status", "--json"], proj, env))
+    """Stages `dvc status` lists, but the init stage for being always_changed only."""
+    return sorted(k for k, v in _json(["dvc", "status", "--json"], proj, env).items() if v != ["always changed"])
+
+
+def _check_init_stage_follows_the_alias(proj, env):
+    """train.init_from = models:/colorray@champion: the init stage writes the version the alias
+    names now (dvc.lock holds the weights' hash); when a person moves the alias in the MLflow
+    UI, the next `dvc repro init` writes the other weights and tune and train go stale."""
+    import hashlib
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
+    versions = sorted(int(v.version) for v in client.search_model_versions("name='colorray'"))
+    assert len(versions) >= 2  # every evaluated candidate is registered
+    client.set_registered_model_alias("colorray", "champion", str(versions[0]))
+    _set_param(proj, "train.init_from", "models:/colorray@champion")
+    _sh(["dvc", "repro", "init"], proj, env)
+    first = json.loads((proj / "models/init.json").read_text())
+    assert first["version"] == versions[0] and first["model_id"] and first["kind"] == "generator"
+
+    def locked() -> str:
+        outs = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]["init"]["outs"]
+        return next(o["md5"] for o in outs if o["path"] == "models/init.pt")
+
+    assert locked() == hashlib.md5((proj / "models/init.pt").read_bytes()).hexdigest()
+    assert _stale(proj, env) == ["train", "tune"]
+    client.set_registered_model_alias("colorray", "champion", str(versions[1]))  # the UI's alias move
+    before = locked()
+    _sh(["dvc", "repro", "init"], proj, env)
+    assert json.loads((proj / "models/init.json").read_text())["version"] == versions[1] and locked() != before
+    _set_param(proj, "train.init_from", None)
+    _sh(["dvc", "repro", "init"], proj, env)
+    assert _stale(proj, env) == []  # back to random weights: the committed state again
 
 
 def _check_tuned_values_are_params(proj, env, best):

@@ -14,7 +14,7 @@ def run(args) -> None:
     if best and best.exists():
         print(f"train: parameters from {args.params} with the tuned values of {best}")
     summary = fit(params, Path(args.shards), Path(args.root), Path(args.models), Path(args.metrics),
-                  resume=params.train.resume)
+                  resume=params.train.resume, init=Path(args.init) if args.init else None)
     m = summary["metrics"]
     print(f"train: {summary['iterations']} iterations, MLflow run {summary['run_id']}, model "
           f"{summary['model_uri']}; val/l1 {m.get('val/l1', float('nan')):.4f}, "

@@ -11,7 +11,8 @@ from colorray.sweep.run import run_sweep
 def run(args) -> None:
     base = read_yaml(args.params) or {}
     params = load_params(args.params)
-    s = run_sweep(base, params, Path(args.shards), Path(args.root), Path(args.out))
+    s = run_sweep(base, params, Path(args.shards), Path(args.root), Path(args.out),
+                  init=Path(args.init) if args.init else None)
     if not s.get("enabled", True):
         print(f"tune: tune.enabled is false; wrote an empty {args.out}/best_params.yaml")
         return

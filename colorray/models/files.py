@@ -1,10 +1,11 @@
 """Generator files: the weights with the parameters that build them (and, from the train
-stage, the MLflow run they came from). Written by the train and baseline stages, read by the
+stage, the discriminator's weights and the MLflow run they came from). Written by the train and baseline stages, read by the
 evaluate stage, the pyfunc model and `colorray colorize`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,11 +18,51 @@ GENERATOR_FORMAT = "colorray-generator-1"  # a generator file: weights + the par
 CHECKPOINT_FORMAT = "colorray-checkpoint-1"  # a training checkpoint (colorray.train.step): all the state
 
 
-def save_generator(G: nn.Module, params: Params, iters: int, path: str | Path, **meta) -> None:
-    """The generator's weights with the parameters that build it (written atomically)."""
+def save_generator(G: nn.Module, params: Params, iters: int, path: str | Path, D: dict | None = None,
+                   **meta) -> None:
+    """The generator's weights with the parameters that build it (written atomically), and
+    the discriminator's state_dict `D` when given: what fine-tuning a GAN from this file needs
+    (train.init_from); colorizing reads G only."""
     state = {k: v.contiguous() for k, v in G.state_dict().items()}
+    extra = {"D": {k: v.contiguous() for k, v in D.items()}} if D is not None else {}
     torch_save_atomic({"format": GENERATOR_FORMAT, "params": params.model_dump(mode="json"), "G": state,
-                       "iter": iters, **meta}, path)
+                       "iter": iters, **extra, **meta}, path)
+
+
+class ModelFile(NamedTuple):
+    """What a generator file or a training checkpoint holds, tensors only."""
+
+    kind: str  # "generator" or "checkpoint"
+    params: Params  # the parameters it was trained with
+    G: dict  # the generator's state_dict
+    D: dict | None  # the discriminator's, when the file has one
+    iter: int  # generator steps it was trained for
+    meta: dict  # a generator file's other fields (run_id, model_uri, ...)
+
+
+def read_model_file(path: str | Path, what: str | None = None) -> ModelFile:
+    """A generator file or a training checkpoint, read with torch.load(weights_only=True): a
+    clear ValueError naming `what` (default: the path) for anything else."""
+    path, what = Path(path), what or str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, not torch's, or holding a pickled object
+        raise ValueError(f"{what}: not a readable colorray model file ({type(e).__name__}: {e})") from None
+    kinds = {GENERATOR_FORMAT: "generator", CHECKPOINT_FORMAT: "checkpoint"}
+    if not isinstance(saved, dict) or saved.get("format") not in kinds:
+        raise ValueError(f"{what}: neither a colorray generator file nor a training checkpoint")
+    try:
+        params = parse_params(saved["params"], origin=f"{what} (params)")
+        G, D = saved["G"], saved.get("D")
+        if not isinstance(G, dict) or not (D is None or isinstance(D, dict)):
+            raise KeyError("G / D")
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{what}: a damaged colorray model file ({e})") from None
+    meta = {k: v for k, v in saved.items() if k not in ("G", "D", "params", "format", "opt_g", "opt_d")} \
+        if saved["format"] == GENERATOR_FORMAT else {}
+    return ModelFile(kinds[saved["format"]], params, G, D, int(saved.get("iter", 0)), meta)
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Params, dict]:
@@ -36,7 +77,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     if not isinstance(saved, dict) or saved.get("format") != GENERATOR_FORMAT:
         raise ValueError(f"{path}: not a colorray generator (expected format {GENERATOR_FORMAT!r})")
     params = parse_params(saved["params"], origin=str(path))
-    meta = {k: v for k, v in saved.items() if k not in ("G", "params", "format")}
+    meta = {k: v for k, v in saved.items() if k not in ("G", "D", "params", "format")}
     return generator_from_state(params, saved["G"]).to(device), params, meta
 
 

@@ -74,6 +74,7 @@ class UNetGenerator(nn.Module):
         super().__init__()
         ch = [min(ngf * 2**i, ngf_max) for i in range(depth)]
         self.in_channels = in_channels
+        self.stride = 2**depth  # its input's sides must be multiples of this
         self.enc = nn.ModuleList()
         for i in range(depth):
             layers = [] if i == 0 else [nn.LeakyReLU(0.2, inplace=True)]
@@ -121,6 +122,7 @@ class ZhangGenerator(nn.Module):
         spec = [(w, 2, 2, 1), (2 * w, 2, 2, 1), (4 * w, 3, 2, 1), (8 * w, 3, 1, 1),
                 (8 * w, 3, 1, 2), (8 * w, 3, 1, 2), (8 * w, 3, 1, 1)]
         self.in_channels = in_channels
+        self.stride = 8  # three stride-2 blocks, undone by x2 then x4
         blocks, cin = [], in_channels
         for cout, n, stride, dil in spec:
             layers = []

@@ -36,7 +36,9 @@ from colorray.metrics.fid import fid_available, fid_cache_dir, unavailable_messa
 from colorray.metrics.registry import LOWER, better
 from colorray.sweep.search import DistinctOptunaSearch
 from colorray.sweep.space import Knob, OptunaSpace, grid_points, parse_space, trial_raw
+from colorray import tracking
 from colorray.tracking import log_params, setup_mlflow
+from colorray.train import init_from
 from colorray.train.worker import init_ray, torch_trainer, worker_config
 
 # A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
@@ -65,15 +67,15 @@ def ranking_metric(params: Params) -> str:
     return metric
 
 
-def sweep_name(params: Params) -> str:
-    """sweep-<hash of the resolved parameters and the colorray code>: the same sweep resumes,
-    a changed one starts afresh."""
-    return f"sweep-{run_digest(params)[:12]}"
+def sweep_name(params: Params, init_sha256: str = "") -> str:
+    """sweep-<hash of the resolved parameters, the starting weights (train.init_from) and the
+    colorray code>: the same sweep resumes, a changed one starts afresh."""
+    return f"sweep-{run_digest(params, init_sha256.encode())[:12]}"
 
 
 # ---- one trial ----------------------------------------------------------------------------------
 
-def _child_run(client, static: dict, trial_id: str) -> str:
+def _child_run(client, static: dict, trial_id: str, params: Params) -> str:
     """This trial's MLflow run, nested under the sweep's; the same one when a restored sweep
     runs the trial again."""
     found = client.search_runs(
@@ -82,9 +84,12 @@ def _child_run(client, static: dict, trial_id: str) -> str:
                       f"and tags.`colorray.trial_id` = '{trial_id}'")
     if found:
         return found[0].info.run_id
-    run = client.create_run(static["experiment_id"], run_name=f"trial {trial_id}",
+    run = client.create_run(static["experiment_id"],
+                            run_name=tracking.run_name(f"trial {trial_id}", params, static["init_record"]),
                             tags={"mlflow.parentRunId": static["parent_run_id"], "colorray.stage": "tune-trial",
-                                  "colorray.trial_id": trial_id, "colorray.sweep": static["name"]})
+                                  "colorray.trial_id": trial_id, "colorray.sweep": static["name"],
+                                  **init_from.lineage_tags(static["init_record"])})
+    tracking.log_shards(static["shards"], "train", client=client, run_id=run.info.run_id)
     return run.info.run_id
 
 
@@ -116,14 +121,15 @@ def run_trial(config: dict, static: dict) -> None:
     tune = TuneParams.model_validate(static["tune"])
     params = parse_params(trial_raw(static["base"], tune, knobs), origin=f"trial {lineage}")
     client = MlflowClient(static["tracking_uri"])
-    run_id = _child_run(client, static, lineage)
+    run_id = _child_run(client, static, lineage, params)
     log_params(client, run_id, params)
     client.set_tag(run_id, "colorray.knobs", json.dumps(knobs, sort_keys=True))
     name = f"{trial_id}-{int(time.time())}"  # a fresh Train run each time the trial starts
     run_dir = Path(static["storage_dir"]) / name if static["storage_dir"] else Path(static["tmp"]) / name
     cfg = worker_config(params, Path(static["shards"]), run_id, static["tracking_uri"], run_dir,
                         fid_cache=static["fid_cache"], stop_at=static.get("stop_at"),
-                        start_from=config["leg"]["checkpoint"] if "leg" in config else None)
+                        start_from=config["leg"]["checkpoint"] if "leg" in config else None,
+                        init_weights=static["init_weights"])
     result = torch_trainer(params, cfg, name, static["train_storage"], callbacks=[TuneReportCallback()]).fit()
     if result.checkpoint is not None:
         client.set_tag(run_id, "colorray.checkpoint", result.checkpoint.path)
@@ -230,13 +236,19 @@ def check_finished(grid, expected: int, path: str, ctrl_c: CtrlC | None = None):
     return grid
 
 
-def _parent_run(client, experiment_id: str, name: str, params: Params, metric: str) -> str:
+def _parent_run(client, experiment_id: str, name: str, params: Params, metric: str, knobs: dict,
+                init_record: dict) -> str:
     found = client.search_runs([experiment_id], filter_string=f"tags.`colorray.sweep` = '{name}' "
                                                                 "and tags.`colorray.stage` = 'tune'")
     if found:
         return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=f"tune {name}",
-                            tags={"colorray.stage": "tune", "colorray.sweep": name, "colorray.metric": metric})
+    trials = "grid" if params.tune.search == "grid" else f"{params.tune.num_samples} trials"
+    title = f"tune {trials} of {', '.join(k.split('.')[-1] for k in knobs)} by {metric}"
+    if init_record.get("init_from"):
+        title += " from " + tracking.run_name("", params, init_record).split(" from ", 1)[-1]
+    run = client.create_run(experiment_id, run_name=title,
+                            tags={"colorray.stage": "tune", "colorray.sweep": name, "colorray.metric": metric,
+                                  **init_from.lineage_tags(init_record)})
     from mlflow.entities import Param
 
     items = [Param(k, str(v)) for k, v in flatten({"tune": params.tune.model_dump(mode="json")}).items()]
@@ -405,9 +417,11 @@ def disabled(out: Path) -> dict:
     return {"enabled": False}
 
 
-def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, log=print) -> dict:
+def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, log=print,
+              init: Path | None = None) -> dict:
     """Run (or continue) the sweep of tune.space and write out/best_params.yaml,
-    out/results.csv and out/metric_vs_knobs.png; returns a summary."""
+    out/results.csv and out/metric_vs_knobs.png; returns a summary. init: the init stage's
+    models/init.pt, which every trial starts from (train.init_from)."""
     from mlflow import MlflowClient
     from ray import tune as rt
 
@@ -420,19 +434,22 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     metric = ranking_metric(params)
     tracking_uri, experiment_id = setup_mlflow(root)
     client = MlflowClient(tracking_uri)
-    name = sweep_name(params)
     storage = params.ray.storage_path or str(root / "ray_results")
+    init_weights, init_record = init_from.prepare(params.train.init_from, init, root / "ray_results" / "init-tune",
+                                                  tracking_uri)
+    name = sweep_name(params, init_record["sha256"] if init_weights else "")
     local = "://" not in storage
     path = f"{storage.rstrip('/')}/{name}"
     if local:
         Path(path).mkdir(parents=True, exist_ok=True)
-    parent = _parent_run(client, experiment_id, name, params, metric)
+    parent = _parent_run(client, experiment_id, name, params, metric, knobs, init_record)
     client.update_run(parent, status="RUNNING")
     static = {"base": base, "tune": sweep.model_dump(mode="json"), "shards": str(shards),
               "tracking_uri": tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent,
               "name": name, "train_storage": f"{path}/train", "storage_dir": f"{path}/train" if local else None,
               "tmp": tempfile.gettempdir(), "starts": f"{path}/{STARTS}" if local else None,
-              "fid_cache": fid_cache_dir(params, root) if metric == "val/fid" else None}
+              "fid_cache": fid_cache_dir(params, root) if metric == "val/fid" else None,
+              "init_weights": str(init_weights) if init_weights else None, "init_record": init_record}
 
     init_ray()
 

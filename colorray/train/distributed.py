@@ -26,7 +26,9 @@ from colorray.data.shards import read_manifest
 from colorray.metrics.fid import fid_cache_dir
 from colorray.models.files import generator_from_state, save_generator
 from colorray.pyfunc import log_colorizer
+from colorray import tracking
 from colorray.tracking import log_params, run_precision, setup_mlflow
+from colorray.train import init_from
 from colorray.train.loop import CHECKPOINT, check_resumable
 from colorray.train.step import checkpoint_params, read_checkpoint
 from colorray.train.worker import init_ray, read_stats, torch_trainer, worker_config
@@ -89,10 +91,11 @@ def check_batches(params: Params, shards: Path) -> None:
 PENDING = "train-pending.json"  # in <root>/ray_results: the run an interrupted train stage continues
 
 
-def _run_key(params: Params, shards: Path, start: Path | None) -> str:
-    """What makes a training run the same one: its parameters, its data, its starting state and
-    the colorray code."""
-    return run_digest(params, (shards / "manifest.json").read_bytes(), start.read_bytes() if start else b"")[:16]
+def _run_key(params: Params, shards: Path, start: Path | None, init: dict) -> str:
+    """What makes a training run the same one: its parameters, its data, its starting state
+    (train.resume's checkpoint, train.init_from's weights) and the colorray code."""
+    return run_digest(params, (shards / "manifest.json").read_bytes(), start.read_bytes() if start else b"",
+                      str(init.get("sha256", "")).encode())[:16]
 
 
 def _final_iter(result) -> int:
@@ -111,8 +114,9 @@ def _pending_run(pending: Path, key: str, client) -> str | None:
 
 
 def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir: Path,
-        resume: bool = False, run_name: str | None = None) -> dict:
-    """Train with Ray Train and record everything; returns a summary."""
+        resume: bool = False, run_name: str | None = None, init: Path | None = None) -> dict:
+    """Train with Ray Train and record everything; returns a summary. init: the init stage's
+    models/init.pt (train.init_from); without it a set train.init_from is resolved now."""
     r, t = params.ray, params.train
     shards, root = Path(shards).resolve(), Path(root).resolve()
     check_batches(params, shards)
@@ -120,6 +124,7 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri, experiment_id = setup_mlflow(root)
     client = MlflowClient(tracking_uri)
+    init_weights, parent = init_from.prepare(t.init_from, init, models_dir, tracking_uri)
 
     start_from = None  # train.resume: the workers start from the finished run's state in models/
     saved = models_dir / CHECKPOINT
@@ -133,21 +138,23 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
     # data and code continue that run (its MLflow run, and its Ray Train run, whose latest
     # checkpoint the workers get back from storage); anything else starts a new one.
     pending = root / "ray_results" / PENDING
-    key = _run_key(params, shards, saved if start_from else None)
+    key = _run_key(params, shards, saved if start_from else None, parent if init_weights else {})
     run_id = _pending_run(pending, key, client)
     if run_id:
         print(f"train: continuing the interrupted run {run_id} from its last checkpoint", flush=True)
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                          run_name=None if run_id else run_name) as run:
+                          run_name=None if run_id else run_name or tracking.run_name("train", params, parent)) as run:
         if run_id is None:
             write_json_atomic(pending, {"key": key, "run_id": run.info.run_id})
         log_params(client, run.info.run_id, params)
         mlflow.set_tags({"colorray.stage": "train", "colorray.workers": r.num_workers,
                          "colorray.global_batch": t.batch_size,
-                         "colorray.per_worker_batch": t.batch_size // r.num_workers})
+                         "colorray.per_worker_batch": t.batch_size // r.num_workers,
+                         **init_from.lineage_tags(parent)})
+        tracking.log_shards(shards, "train")
         run_dir = Path(storage if "://" not in storage else tempfile.gettempdir()) / f"colorray-{run.info.run_id}"
         config = worker_config(params, shards, run.info.run_id, tracking_uri, run_dir,
-                               fid_cache_dir(params, root), start_from)
+                               fid_cache_dir(params, root), start_from, init_weights=init_weights)
         try:
             result = torch_trainer(params, config, f"colorray-{run.info.run_id}", storage).fit()
         except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run and exits from inside fit()
@@ -171,9 +178,12 @@ def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir:
             mlflow.log_artifact(str(path), artifact_path="train")
         # The evaluate stage reads the run id to link its evaluation run to this one.
         generator = models_dir / "generator.pt"
-        save_generator(G, params, final["iter"], generator, run_id=run.info.run_id)
-        model_uri = log_colorizer(generator).model_uri  # weights + colorray's code: nothing pickled
-        save_generator(G, params, final["iter"], generator, run_id=run.info.run_id, model_uri=model_uri)
+        # G and D (what fine-tuning from this model needs), the run, and the model it started from.
+        meta = {"run_id": run.info.run_id, "parent": {k: v for k, v in parent.items() if v is not None}}
+        save_generator(G, params, final["iter"], generator, D=final.get("D"), **meta)
+        model = log_colorizer(generator, tags=init_from.lineage_tags(parent))  # weights + colorray's code
+        model_uri = f"models:/{model.model_id}"
+        save_generator(G, params, final["iter"], generator, D=final.get("D"), model_uri=model_uri, **meta)
     pending.unlink(missing_ok=True)  # finished: the next run with these parameters is a new one
     return {"run_id": run.info.run_id, "iterations": final["iter"], "model_uri": model_uri,
             "metrics": rows[-1] if rows else {}, "precision": precision}

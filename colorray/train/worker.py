@@ -33,6 +33,7 @@ from colorray.data.loader import make_loader
 from colorray.metrics.fid import inception_extractor
 from colorray.progress import format_seconds
 from colorray.tracking import PRECISION_TAG
+from colorray.train import init_from
 from colorray.train.loop import CHECKPOINT, batch_stream, next_iteration, validate
 from colorray.train.step import GANTrainer, metric_values
 
@@ -76,6 +77,11 @@ def train_loop_per_worker(config: dict) -> None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT, map_location=device, weights_only=True))
             stats = read_stats(Path(d))
+    # A new run with train.init_from: its nets start from that model's weights (models/init.pt),
+    # with fresh optimizers and iteration count.
+    init = init_from.load(config["init_weights"]) if checkpoint is None and config.get("init_weights") else None
+    if init is not None:
+        init_from.apply(trainer, init, log=print if rank == 0 else lambda m: None)
     t, r = params.train, params.ray
     # Where this run ends: train.iters, or a sweep rung (successive halving trains a trial in legs).
     end = min(t.iters, config.get("stop_at") or t.iters)
@@ -94,6 +100,11 @@ def train_loop_per_worker(config: dict) -> None:
         print(f"[colorray] {world} worker(s), global batch {t.batch_size} = {local_batch} per worker, "
               f"device {device}, {trainer.precision.summary()}, starting at iteration {trainer.iter}", flush=True)
         client.log_batch(run_id, tags=[RunTag(PRECISION_TAG + k, str(v)) for k, v in trainer.precision.tags().items()])
+        if init is not None:  # where a fine-tuning starts: the starting model's val metrics, at step 0
+            val, grid = validate(trainer.G, Path(config["shards"]), device, fid=fid,
+                                 fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
+            client.log_image(run_id, grid, artifact_file=f"samples/iter_{0:07d}.png")
+            client.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in val.items()])
     # Where each rank stands, for operators (and the tests): pid, node, iteration, batches read.
     status = {"rank": rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
               "started_at_iter": trainer.iter, "iter": trainer.iter, "batches": 0}
@@ -157,12 +168,15 @@ def torch_trainer(params: Params, config: dict, name: str, storage: str, callbac
 
 
 def worker_config(params: Params, shards: Path, run_id: str, tracking_uri: str, run_dir: Path,
-                  fid_cache: str | None = None, start_from: str | None = None, stop_at: int | None = None) -> dict:
+                  fid_cache: str | None = None, start_from: str | None = None, stop_at: int | None = None,
+                  init_weights: Path | None = None) -> dict:
     """start_from: a Ray Train checkpoint to continue (a path or URI of a folder holding
-    CHECKPOINT); stop_at: end there instead of at train.iters."""
+    CHECKPOINT); stop_at: end there instead of at train.iters; init_weights: models/init.pt, the
+    weights a new run starts from (train.init_from; ignored when continuing a checkpoint)."""
     return {"params": params.model_dump(mode="json"), "shards": str(shards), "run_id": run_id,
             "tracking_uri": tracking_uri, "threads": params.ray.cpus_per_worker, "run_dir": str(run_dir),
-            "fid_cache": fid_cache, "start_from": start_from, "stop_at": stop_at}
+            "fid_cache": fid_cache, "start_from": start_from, "stop_at": stop_at,
+            "init_weights": str(init_weights) if init_weights else None}
 
 
 def init_ray() -> None:
