@@ -110,6 +110,13 @@ def _stop_processes_of(temp: str, address: str) -> None:
     psutil.wait_procs(list(ours.values()), timeout=15)
 
 
+# `make test` runs two pytest processes (pytest-xdist, --dist loadgroup). Every test that starts
+# Ray or DVC stages that do (test_pipeline, test_sweep, test_distributed, test_local_ray) is in
+# the one xdist group "ray": one process runs them one after another, as without xdist (two Ray
+# instances at once contend for Ray's default ports), while the other process runs the rest.
+# Those tests spend most of their time waiting on process start-up, so the rest fits beside them.
+
+
 @pytest.fixture(scope="session")
 def two_node_cluster():
     """One loopback cluster of two 1-CPU nodes for the whole session (its tests are one xdist

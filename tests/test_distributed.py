@@ -1,8 +1,7 @@
-"""Ray Train: data-parallel equivalence, uneven shards, a killed worker, a two-node cluster
-and train.resume.
-
-These start real Ray clusters on this machine (loopback only) and take a minute or so each;
-three tests share one run on a two-node cluster.
+"""Ray Train on a two-node loopback cluster (one for the whole session, shared with
+test_sweep.py): uneven shards, a killed worker, train.resume with Ctrl-C, and a training that
+starts from a logged model (train.init_from). Four tests examine one run of the cluster.
+(Ray instances of their own: test_local_ray.py.)
 """
 import glob
 import json
@@ -18,97 +17,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import RAY_ENV as ENV
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-cluster")]
-NO_BATCHNORM = {"g_norm": "instance", "d_norm": "instance", "g_dropout_blocks": [],
-                "g_channels": 8, "g_channels_max": 32, "d_channels": 8, "g_depth": 4}
-OBJECTIVES = {
-    "vanilla": {"objective": "vanilla"},
-    "wgan-clip": {"objective": "wgan", "n_critic": 2},
-    "wgan-gp": {"objective": "wgan-gp", "n_critic": 2},
-    "softplus-r1": {"objective": "softplus", "r1_gamma": 10.0},
-}
-GLOBAL_BATCH, STEPS = 8, 3
-
-
-def equivalence_worker(config):
-    """Runs inside each Ray worker: K iterations of every objective on the same global batches,
-    this rank taking its slice; saves the final parameters of both networks."""
-    import ray.train
-
-    from colorray.config import parse_params
-    from colorray.train.step import GANTrainer
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(1)
-    out = {}
-    for name, gan in OBJECTIVES.items():
-        # Plain SGD: Adam's and RMSprop's first steps are about lr * sign(gradient), so a
-        # gradient that is 0 up to rounding (summed in another order on 2 ranks) can flip a whole
-        # update; SGD keeps the comparison about the gradients, which is what is under test.
-        # The critic's rate stays small: at 1e-2 a clipped WGAN critic jumps across its whole
-        # +-0.01 box every step, and rounding differences grow ~5x per step (measured).
-        p = parse_params({"data": {"image_size": 32}, "model": NO_BATCHNORM, "gan": gan,
-                          "train": {"batch_size": GLOBAL_BATCH, "amp": "none", "channels_last": False,
-                                    "optimizer": "sgd", "lr_d": 1e-3, "lr_g": 1e-2}})
-        trainer = GANTrainer(p, "cpu", rank=rank, world_size=world)
-        out[f"{name}-init"] = {k: v.clone() for k, v in trainer.G.state_dict().items()}
-        g = torch.Generator().manual_seed(1)
-        local = GLOBAL_BATCH // world
-        for _ in range(STEPS):
-            batches = []
-            for _ in range(trainer.batches_needed()):
-                L = torch.rand(GLOBAL_BATCH, 1, 32, 32, generator=g) * 2 - 1
-                ab = torch.rand(GLOBAL_BATCH, 2, 32, 32, generator=g) * 0.6 - 0.3
-                batches.append((L[rank * local:(rank + 1) * local], ab[rank * local:(rank + 1) * local]))
-            trainer.train_iteration(batches)
-        out[name] = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict()}
-    torch.save(out, Path(config["out"]) / f"world{world}-rank{rank}.pt")
-    ray.train.report({"done": 1})
-
-
-def _run_equivalence(tmp_path, workers):
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    TorchTrainer(equivalence_worker, train_loop_config={"out": str(tmp_path)},
-                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name=f"eq{workers}")).fit()
-
-
-@pytest.fixture
-def local_ray():
-    import ray
-    import ray.cloudpickle
-
-    # Ray workers cannot import this test module by name: ship its functions by value.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
-    yield
-    ray.shutdown()
-
-
-@pytest.mark.xdist_group("local-ray")  # a Ray instance of its own: with the DVC tests (conftest.py)
-def test_two_workers_with_half_batches_equal_one_worker_with_the_whole(tmp_path, local_ray):
-    _run_equivalence(tmp_path, 1)
-    _run_equivalence(tmp_path, 2)
-    one = torch.load(tmp_path / "world1-rank0.pt", weights_only=True)
-    r0 = torch.load(tmp_path / "world2-rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "world2-rank1.pt", weights_only=True)
-    for name in OBJECTIVES:
-        for net in ("G", "D"):
-            for key, ref in one[name][net].items():
-                assert torch.equal(r0[name][net][key], r1[name][net][key]), (name, net, key)  # ranks agree
-                diff = (r0[name][net][key].float() - ref.float()).abs().max().item()
-                assert diff <= 1e-5, (name, net, key, diff)
-        moved = max((r0[name]["G"][k] - v).abs().max().item() for k, v in r0[f"{name}-init"].items())
-        assert moved > 1e-3, name  # the K steps did train
-    # WGAN critic weights stay within the clip value on every rank.
-    assert max(v.abs().max().item() for v in r0["wgan-clip"]["D"].values() if v.is_floating_point()) <= 0.01 + 1e-9
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
 
 
 def _project_params(tmp_path, **sections):
@@ -142,7 +53,7 @@ def _mlflow_runs(tmp_path):
     return client, client.search_runs([exp.experiment_id])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uneven_shards(tmp_path_factory, skimage_shards):
     """Odd number of training shards, the last one nearly empty."""
     from colorray.config import DataParams
@@ -161,7 +72,7 @@ def uneven_shards(tmp_path_factory, skimage_shards):
 RUN_ITERS = 24
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once even if another module's tests run in between
 def cluster_run(tmp_path_factory, uneven_shards, two_node_cluster):
     """One training run that the next three tests examine (a Ray Train run costs about a
     minute here): 2 workers on a two-node loopback cluster, one per node (STRICT_SPREAD),
@@ -294,41 +205,3 @@ def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_pa
     (model,) = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run.info.run_id]
     assert model.tags["colorray.parent.model_id"] == model_id
     assert set(torch.load(tmp_path / "finetuned" / "generator.pt", weights_only=True)) >= {"G", "D", "parent"}
-
-
-LISTENERS = r"""
-import json, socket, time
-import psutil
-from colorray.train.worker import init_ray
-
-init_ray()
-time.sleep(2)  # the agents bind their ports a moment after ray.init returns
-ours = [psutil.Process()] + psutil.Process().children(recursive=True)
-listening = sorted({(c.laddr.ip, c.laddr.port, p.name()) for p in ours for c in p.net_connections("inet")
-                    if c.status == psutil.CONN_LISTEN})
-external = sorted({a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-                   if a.family == socket.AF_INET and not a.address.startswith("127.")})
-reachable = []
-for ip in external:  # knock on every port from this machine's own network address
-    for _, port, name in listening:
-        with socket.socket() as s:
-            s.settimeout(1)
-            if s.connect_ex((ip, port)) == 0:
-                reachable.append([ip, port, name])
-print(json.dumps({"listening": listening, "external": external, "reachable": reachable}))
-"""
-
-
-@pytest.mark.xdist_group("local-ray")
-def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
-    """`make run` without RAY_ADDRESS: nothing that Ray started accepts a connection on a
-    non-loopback address (a laptop on a shared network exposes nothing during a sweep)."""
-    env = {k: v for k, v in ENV.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    r = subprocess.run([sys.executable, "-c", LISTENERS], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
-    found = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(found["listening"]) >= 5  # GCS, raylet, workers, agents, dashboard: all there
-    loopback = ("127.", "::ffff:127.", "::1")
-    assert all(ip.startswith(loopback) for ip, _, _ in found["listening"]), found["listening"]
-    assert found["reachable"] == [], found

@@ -300,6 +300,15 @@ def test_mlflow_models_serve_refuses_bad_requests_with_4xx_and_keeps_serving(eva
         out = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["predictions"][0]["image"]))))
         assert out.shape == (100, 150, 3)
         assert np.abs(out.astype(int) - out.mean(2, keepdims=True)).mean() > 1  # not gray
+        # The render size over REST: the signature's inference parameter (default 0: the training size).
+        with_params = lambda p: json.dumps({"dataframe_split": {"columns": ["image"], "data": [[good]]},  # noqa: E731
+                                            "params": p}).encode()
+        status, rendered = post(with_params({"render_size": 128}))
+        assert status == 200
+        big = np.asarray(Image.open(io.BytesIO(base64.b64decode(rendered["predictions"][0]["image"]))))
+        assert big.shape == (100, 150, 3) and not np.array_equal(big, out)
+        status, reply = post(with_params({"render_size": 3}))
+        assert status == 400 and "params.render_size 3" in reply["message"], reply
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

@@ -72,7 +72,8 @@ def test_init_from_an_mlflow_model_by_id_version_and_alias(source, tmp_path):
     save_generator(other.G, other.params, 3, gen2, D=other.D.state_dict())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with mlflow_tracking(uri):
-        with mlflow.start_run():
+        exp = MlflowClient(uri).create_experiment("init-test")  # not the process's active experiment
+        with mlflow.start_run(experiment_id=exp):
             first = log_colorizer(gen, registered_model_name="colorray")
             second = log_colorizer(gen2, registered_model_name="colorray")
     client = MlflowClient(uri)

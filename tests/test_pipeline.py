@@ -13,9 +13,7 @@ import yaml
 
 from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
 
-# make test runs two test processes: tests that start a Ray instance of their own (with Ray's
-# default ports) share one, those of the loopback clusters (ports of their own) the other.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local-ray")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
 
 
 def _sh(cmd, cwd, env):
@@ -149,7 +147,8 @@ def _check_init_stage_follows_the_alias(proj, env):
         return next(o["md5"] for o in outs if o["path"] == "models/init.pt")
 
     assert locked() == hashlib.md5((proj / "models/init.pt").read_bytes()).hexdigest()
-    assert _stale(proj, env) == ["train", "tune"]
+    # tune and train start from models/init.pt; the baseline reads the train section (a param)
+    assert _stale(proj, env) == ["baseline", "train", "tune"]
     client.set_registered_model_alias("colorray", "champion", str(versions[1]))  # the UI's alias move
     before = locked()
     _sh(["dvc", "repro", "init"], proj, env)

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-cluster")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
 
 TINY = {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3}
 
