@@ -2,6 +2,7 @@
 model (by id, version or alias); architecture checks; D loaded when it fits; the record the
 init stage writes. (A whole training run from a registered model: test_distributed.py.)"""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +137,13 @@ def test_a_stale_init_file_is_refused_and_null_writes_a_file_that_says_so(source
     assert init_from.prepare(None, tmp_path / "init.pt", tmp_path, None) == (None, init_from.read_record(tmp_path))
     with pytest.raises(ValueError, match="resolved for train.init_from=None, but the parameters say"):
         init_from.prepare(str(gen), tmp_path / "init.pt", tmp_path, None)
+    init_from.resolve(str(gen), tmp_path)  # the init stage's relative path: absolute for the Ray workers
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        path, _ = init_from.prepare(str(gen), Path("init.pt"), tmp_path, None)
+    finally:
+        os.chdir(cwd)
+    assert path == tmp_path / "init.pt" and path.is_absolute()

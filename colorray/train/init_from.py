@@ -152,9 +152,10 @@ def prepare(ref: str | None, init: Path | None, fallback_dir: Path, tracking_uri
         if ref is None:
             return None, {"init_from": None}
         record = resolve(ref, fallback_dir, tracking_uri)
-        return Path(fallback_dir) / WEIGHTS, record
+        return (Path(fallback_dir) / WEIGHTS).resolve(), record
     record = read_record(Path(init).parent)
     if record.get("init_from") != ref or not Path(init).exists():
         raise ValueError(f"{init}: resolved for train.init_from={record.get('init_from')!r}, but the parameters say "
                          f"{ref!r}; run the init stage first (dvc repro init, or colorray init)")
-    return (Path(init) if ref is not None else None), record
+    # Absolute: the Ray workers that read it run in other folders.
+    return (Path(init).resolve() if ref is not None else None), record
