@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True, help="the project folder holding mlflow.db")
     ap.add_argument("--out", default=str(Path(__file__).parent))
-    ap.add_argument("--width", type=int, default=1600)
+    ap.add_argument("--width", type=int, default=2200)
     ap.add_argument("--height", type=int, default=900)
     args = ap.parse_args(argv)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -60,9 +60,12 @@ def main(argv=None) -> None:
                 if time.time() > deadline or server.poll() is not None:
                     sys.exit("mlflow ui did not start")
                 time.sleep(0.5)
-        pages = {"runs.png": f"#/experiments/{exp}/runs",
-                 "models.png": "#/models/colorray",
-                 "logged-models.png": f"#/experiments/{exp}/models"}
+        # The UI's workflow switch (GenAI | Model training) is a browser setting, GenAI in a fresh
+        # profile; the query parameter sets it as a person's click on "Model training" does.
+        ml = "?workflowType=machine_learning"
+        pages = {"runs.png": f"#/experiments/{exp}/runs{ml}",
+                 "models.png": f"#/models/colorray{ml}",
+                 "logged-models.png": f"#/experiments/{exp}/models{ml}"}
         for name, route in pages.items():
             subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                             f"--window-size={args.width},{args.height}", "--virtual-time-budget=20000",
