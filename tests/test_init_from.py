@@ -147,3 +147,16 @@ def test_a_stale_init_file_is_refused_and_null_writes_a_file_that_says_so(source
     finally:
         os.chdir(cwd)
     assert path == tmp_path / "init.pt" and path.is_absolute()
+
+
+def test_train_local_starts_from_the_model_too(source, tmp_path, skimage_shards):
+    from colorray.train.loop import train_local
+
+    _, gen, _ = source
+    params = parse_params({"data": {"image_size": 32}, "model": TINY, "loader": {"num_workers": 0},
+                           "train": {"amp": "none", "channels_last": False, "batch_size": 4, "iters": 1,
+                                     "init_from": str(gen)}})
+    lines = []
+    trainer = train_local(params, skimage_shards, tmp_path / "run", log=lines.append)
+    assert trainer.iter == 1 and any("G and D from the starting model" in m for m in lines)
+    assert json.loads((tmp_path / "run" / "init.json").read_text())["init_from"] == str(gen)

@@ -23,6 +23,7 @@ from colorray.images import to_uint8
 from colorray.metrics.registry import MetricAccumulator
 from colorray.progress import format_seconds
 from colorray.train.step import GANTrainer, load_checkpoint, metric_values
+from colorray.train import init_from
 
 CHECKPOINT = "checkpoint.pt"
 GRID_IMAGES = 8  # images in each sample grid
@@ -94,6 +95,9 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
         log(f"resumed from {ckpt} at iteration {trainer.iter}")
     else:
         trainer = GANTrainer(params, device, log=log)
+        if params.train.init_from is not None:  # a fine-tuning: the starting model's weights (train.init_from)
+            weights, _ = init_from.prepare(params.train.init_from, None, out, None)
+            init_from.apply(trainer, init_from.load(weights), log)
     t, loading = params.train, params.loader
     loader = make_loader(shards, "train", t.batch_size, num_workers=loading.num_workers, seed=t.seed,
                          dataset_size=params.data.dataset_size, shuffle_buffer=loading.shuffle_buffer,
