@@ -57,72 +57,29 @@ def loopback_cluster(nodes: int = 2, cpus: int = 1):
     machines; yields the environment a driver needs to join it (RAY_ADDRESS). Every node and
     the driver must agree on authentication: token mode, with the token Ray keeps in
     ~/.ray/auth_token on this machine (a real cluster copies it to each node)."""
-    port = _free_port()
+    port = 6390 + os.getpid() % 50
     cluster_env = {**RAY_ENV, "RAY_AUTH_MODE": "token"}
     ray_bin = str(Path(sys.executable).parent / "ray")
-    # Its own temp dir (short: Ray's socket paths must fit in 107 bytes): its processes are
-    # told apart from any other Ray on this machine (another test process's), and stopped alone.
-    temp = tempfile.mkdtemp(prefix="rlb-", dir="/tmp")
     try:
         for i in range(nodes):
             # The head keeps its dashboard (on loopback): Ray Train V2 removes a finished run's
             # placement group through it; without it a sweep's later trials never get CPUs.
-            role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={_free_port()}",
-                     f"--ray-client-server-port={_free_port()}"]
+            role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={port + 100}"]
                     if i == 0 else [f"--address=127.0.0.1:{port}"])
-            # Every port its own: Ray's defaults (agent 52365, ...) are taken by the first Ray on the
-            # machine, and a head whose agent cannot bind never frees finished runs' CPUs.
-            ports = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                             "runtime-env-agent-port", "metrics-export-port")]
-            r = subprocess.run([ray_bin, "start", *role, *ports, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
-                                f"--temp-dir={temp}", "--disable-usage-stats"],
-                               env=cluster_env, capture_output=True, text=True, timeout=120)
+            r = subprocess.run([ray_bin, "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+                                "--disable-usage-stats"], env=cluster_env, capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         yield {**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     finally:
-        _stop_processes_of(temp, f"127.0.0.1:{port}")
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_processes_of(temp: str, address: str) -> None:
-    """`ray stop --force` for one cluster (which would stop every Ray instance on the machine):
-    the processes whose command line names its temp dir (GCS, raylets, dashboard, log monitor) or
-    its GCS port (the Ray client server), and their descendants (agents and workers, renamed `ray::...`), killed as `ray stop --force` does."""
-    import psutil
-
-    ours = {}
-    for p in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if temp in cmd or f":{address.split(':')[1]} " in cmd + " ":
-                ours.update({q.pid: q for q in [p, *p.children(recursive=True)]})
-    for p in ours.values():
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(list(ours.values()), timeout=15)
+        subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
 
 
 # `make test` runs two pytest processes (pytest-xdist, --dist loadgroup). Every test that starts
 # Ray or DVC stages that do (test_pipeline, test_sweep, test_distributed, test_local_ray) is in
 # the one xdist group "ray": one process runs them one after another, as without xdist (two Ray
-# instances at once contend for Ray's default ports), while the other process runs the rest.
+# instances at once contend for Ray's default ports, and a test cluster's `ray stop --force`
+# stops every Ray on the machine), while the other process runs the rest.
 # Those tests spend most of their time waiting on process start-up, so the rest fits beside them.
-
-
-@pytest.fixture(scope="session")
-def two_node_cluster():
-    """One loopback cluster of two 1-CPU nodes for the whole session (its tests are one xdist
-    group, so one process): the environment a driver needs to use it (RAY_ADDRESS)."""
-    with loopback_cluster(nodes=2, cpus=1) as env:
-        yield env
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
-"""Ray Train on a two-node loopback cluster (one for the whole session, shared with
-test_sweep.py): uneven shards, a killed worker, train.resume with Ctrl-C, and a training that
-starts from a logged model (train.init_from). Four tests examine one run of the cluster.
-(Ray instances of their own: test_local_ray.py.)
+"""Ray Train on a two-node loopback cluster: uneven shards, a killed worker; then, from that
+run, train.resume with Ctrl-C and a training that starts from its logged model
+(train.init_from), on a local Ray instance. Four tests examine the one cluster run.
+(Equivalence of 1 and 2 workers, and the local instance's listeners: test_local_ray.py.)
 """
 import glob
 import json
@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import RAY_ENV as ENV
+from conftest import ROOT, loopback_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
 
@@ -73,7 +74,7 @@ RUN_ITERS = 24
 
 
 @pytest.fixture(scope="session")  # built once even if another module's tests run in between
-def cluster_run(tmp_path_factory, uneven_shards, two_node_cluster):
+def cluster_run(tmp_path_factory, uneven_shards):
     """One training run that the next three tests examine (a Ray Train run costs about a
     minute here): 2 workers on a two-node loopback cluster, one per node (STRICT_SPREAD),
     over an odd number of shards with the last nearly empty; the rank-1 worker process is
@@ -82,19 +83,20 @@ def cluster_run(tmp_path_factory, uneven_shards, two_node_cluster):
     tmp_path = tmp_path_factory.mktemp("cluster-run")
     params = _project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
                              ray={"placement_strategy": "STRICT_SPREAD"})
-    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=two_node_cluster,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, killed = time.time() + 300, None
-        while time.time() < deadline and killed is None and proc.poll() is None:
-            st = _statuses(tmp_path)
-            if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
-                killed = st[1]
-                os.kill(killed["pid"], signal.SIGKILL)
-            time.sleep(0.2)
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
+    with loopback_cluster(nodes=2, cpus=1) as env:
+        proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline, killed = time.time() + 300, None
+            while time.time() < deadline and killed is None and proc.poll() is None:
+                st = _statuses(tmp_path)
+                if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
+                    killed = st[1]
+                    os.kill(killed["pid"], signal.SIGKILL)
+                time.sleep(0.2)
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            proc.kill()
     assert killed is not None, "the rank-1 worker never reached iteration 8:\n" + out[-3000:]
     return tmp_path, killed, proc.returncode, out
 
@@ -123,8 +125,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run
 
 
 def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_that(cluster_run, uneven_shards,
-                                                                                      tmp_path, two_node_cluster):
-    """train.resume on (a copy of) the finished run above, on the same cluster: it
+                                                                                      tmp_path):
+    """train.resume on (a copy of) the finished run above, now on a local Ray instance: it
     starts from the run's final state, not from 0. Ctrl-C part-way: exit 130, nothing written;
     the same command again continues that run (its MLflow run, its last checkpoint)."""
     run_dir, _, returncode, out = cluster_run
@@ -134,7 +136,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     generator_before = (tmp_path / "models" / "generator.pt").read_bytes()
     end = RUN_ITERS + 12
     params = _project_params(tmp_path, train={"iters": end, "resume": True})
-    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=two_node_cluster,
+    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
@@ -154,7 +156,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
     assert (tmp_path / "models" / "generator.pt").read_bytes() == generator_before  # nothing written
 
-    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=two_node_cluster,
+    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the interrupted run" in r.stdout
@@ -171,7 +173,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
 
 
 def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_parent(cluster_run, uneven_shards,
-                                                                                     tmp_path, two_node_cluster):
+                                                                                     tmp_path):
     """train.init_from = models:/<model_id> of the cluster run's model: the new run loads its G
     and D, logs that model's own val metrics at step 0 (the weights really loaded), is tagged
     with its parent, and may change any other parameter (here lr, iters, workers)."""
@@ -188,7 +190,7 @@ def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_pa
                              ray={"num_workers": 1, "report_every": 2, "eval_every": 4})
     cmd = _train_cmd(tmp_path, params, uneven_shards)
     cmd[cmd.index("--models") + 1] = str(tmp_path / "finetuned")
-    r = subprocess.run(cmd, cwd=ROOT, env=two_node_cluster, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "G and D from the starting model" in r.stdout + r.stderr
 
