@@ -24,11 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	dvc repro
 
-# Two test processes: the Ray and DVC end-to-end tests wait on process start-up most of the
-# time (a quarter of two cores busy, measured), so the rest runs beside them. Those tests are
-# one xdist group, run one after another in one process (tests/conftest.py).
 test: $(STAMP)
-	python -m pytest -n 2 --dist loadgroup
+	python -m pytest
 
 bench: $(STAMP)
 	python benchmarks/loader.py

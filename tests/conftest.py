@@ -74,14 +74,6 @@ def loopback_cluster(nodes: int = 2, cpus: int = 1):
         subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
 
 
-# `make test` runs two pytest processes (pytest-xdist, --dist loadgroup). Every test that starts
-# Ray or DVC stages that do (test_pipeline, test_sweep, test_distributed, test_local_ray) is in
-# the one xdist group "ray": one process runs them one after another, as without xdist (two Ray
-# instances at once contend for Ray's default ports, and a test cluster's `ray stop --force`
-# stops every Ray on the machine), while the other process runs the rest.
-# Those tests spend most of their time waiting on process start-up, so the rest fits beside them.
-
-
 @pytest.fixture(autouse=True)
 def _no_inherited_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; colorray honours that variable as

@@ -20,7 +20,7 @@ import yaml
 from conftest import RAY_ENV as ENV
 from conftest import ROOT, loopback_cluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
+pytestmark = pytest.mark.slow
 
 
 def _project_params(tmp_path, **sections):

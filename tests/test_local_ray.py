@@ -13,7 +13,7 @@ import torch
 from conftest import RAY_ENV as ENV
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
+pytestmark = pytest.mark.slow
 
 NO_BATCHNORM = {"g_norm": "instance", "d_norm": "instance", "g_dropout_blocks": [],
                 "g_channels": 8, "g_channels_max": 32, "d_channels": 8, "g_depth": 4}

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # conftest.py: one process for all Ray tests
+pytestmark = pytest.mark.slow
 
 
 def _sh(cmd, cwd, env):
