@@ -22,12 +22,12 @@ def baseline_params(params: Params) -> Params:
     return parse_params(raw, origin="the baseline's parameters")
 
 
-def train_baseline(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
+def train_baseline(params: Params, shards: str | Path, out: Path, log: Callable[[str], None] = print) -> dict:
     """Train the reconstruction-only generator in this process and save it to `out`."""
     bp = baseline_params(params)
     with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
         trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
-    val, _ = validate(trainer.G, Path(shards), "cpu")
+    val, _ = validate(trainer.G, shards, "cpu")
     save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
                    precision=trainer.precision.tags())
     return {"iterations": trainer.iter, "precision": trainer.precision, **val}

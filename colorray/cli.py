@@ -18,6 +18,10 @@ from colorray.config import StageInterrupted, UserError
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, KeyError)
 
 
+SHARDS_HELP = ("the shards to read: a folder or a URL (https://, s3://, gs://, pipe:...{name}); default: "
+               "data.shards_url, else data/shards")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="colorray", description="Colorize grayscale photos with GANs.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -33,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", default="data/raw")
     p.add_argument("--out", default="data/shards")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--from", dest="convert", default=None, metavar="SHARDS",
+                   help="convert these raw shards (a folder or URL) to the encoding instead of reading --raw: "
+                        "the stored pixels are encoded, the sources are not decoded again")
+    p.add_argument("--encoding", choices=["jpeg", "webp", "png", "raw"], help="overrides data.encoding")
+    p.add_argument("--jpeg-quality", type=int, help="overrides data.jpeg_quality")
+    p.add_argument("--compression", choices=["gzip", "none"], help="overrides data.compression")
     p.set_defaults(run="colorray.commands.shard:run")
 
     p = sub.add_parser("init", help="resolve train.init_from to models/init.pt + init.json (DVC stage 'init')")
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="Ray Train data-parallel training with MLflow (DVC stage 'train')")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
     p.add_argument("--models", default="models")
     p.add_argument("--metrics", default="metrics")
@@ -55,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="Ray Tune sweep of tune.space over Ray Train trials (DVC stage 'tune')")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/, ray_results/")
     p.add_argument("--out", default="tune", help="best_params.yaml, results.csv, metric_vs_knobs.png")
     p.add_argument("--init", default=None, help="the init stage's models/init.pt (train.init_from); without it, a "
@@ -65,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baseline", help="train the reconstruction-only baseline generator (DVC stage 'baseline')")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--best", default="tune/best_params.yaml", help="tuned values, as for train")
-    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--out", default="models/baseline.pt")
     p.set_defaults(run="colorray.commands.baseline:run")
 
     p = sub.add_parser("classifier", help="train the classifier of the classifier metrics (DVC stage 'classifier')")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--out", default="models/classifier.pt")
     p.set_defaults(run="colorray.commands.classifier:run")
 
@@ -79,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "winner (DVC stage 'evaluate')")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--best", default="tune/best_params.yaml", help="tuned values, as for train")
-    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--generator", default="models/generator.pt")
     p.add_argument("--baseline", default="models/baseline.pt")
     p.add_argument("--classifier", default="models/classifier.pt")
@@ -118,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-local", help="train in this process, without Ray (debugging, CPU runs)")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--out", default="runs/local")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")

@@ -104,8 +104,12 @@ class DataParams(_Section):
     categories: tuple[str, ...]  # places365 only
     min_chroma: float = Field(ge=0.0, le=100.0)
     dataset_size: Optional[int] = Field(ge=1)
-    chunk_size: int = Field(ge=1, le=4096)
+    encoding: Literal["jpeg", "webp", "png", "raw"]  # how the shard stage stores each image
+    jpeg_quality: int = Field(ge=1, le=100)
+    compression: Literal["gzip", "none"]  # of the shard tars
+    chunk_size: int = Field(ge=1, le=4096)  # raw only: images per record
     shard_max_mb: float = Field(gt=0.0, le=4096.0)
+    shards_url: Optional[str]  # None: the shard stage's folder; else where training reads them
     max_extract_gb: float = Field(gt=0.0)
 
     @field_validator("image_size")

@@ -27,6 +27,8 @@ from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.colorize import enable_dropout
 from colorray.config import Params
 from colorray.data.loader import load_split
+from colorray.data.shards import MANIFEST, read_manifest
+from colorray.data.storage import location, read_bytes
 from colorray.images import encode, to_uint8
 from colorray.metrics import classifier as clf
 from colorray.metrics.fid import FIDUnavailable, inception_extractor
@@ -58,8 +60,8 @@ def colorize_split(G, rgb8: torch.Tensor, batch: int = 128, acc: MetricAccumulat
     return torch.cat(out)
 
 
-def manifest_hash(shards: Path) -> str:
-    return hashlib.sha256((Path(shards) / "manifest.json").read_bytes()).hexdigest()
+def manifest_hash(shards: str) -> str:
+    return hashlib.sha256(read_bytes(shards, MANIFEST)).hexdigest()
 
 
 def select(results: dict, metric: str) -> dict:
@@ -109,9 +111,9 @@ def diversity(G, rgb8: torch.Tensor, samples: int, seed: int = 0) -> tuple[list[
     return [[c[i].numpy() for c in cols] for i in range(len(rgb8))], spread
 
 
-def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, classifier_path: Path,
+def evaluate(params: Params, shards: str | Path, gan_path: Path, baseline_path: Path, classifier_path: Path,
              out: Path, root: Path, loss_curves: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    e, shards, out = params.evaluate, Path(shards).resolve(), Path(out)
+    e, shards, out = params.evaluate, location(shards), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test_rgb, _, test_labels = load_split(shards, "test", e.max_images)
     model, classes, s = clf.load(classifier_path)
@@ -136,7 +138,7 @@ def evaluate(params: Params, shards: Path, gan_path: Path, baseline_path: Path, 
     fid_cache.mkdir(exist_ok=True)
     write_text_atomic(fid_cache / "README.txt", "pytorch-fid statistics of the real test images, one .npz per "
                       "(data, detector) hash (colorray.metrics.fid.cached_statistics).\n")
-    fid_key = json.dumps(json.loads((shards / "manifest.json").read_text())["splits"]["test"], sort_keys=True)
+    fid_key = json.dumps(read_manifest(shards)["splits"]["test"], sort_keys=True)
 
     generators = {"gray": (None, None, {}), "reconstruction": load_generator(baseline_path),
                   "gan": load_generator(gan_path)}
@@ -239,7 +241,7 @@ def _logged_model(name: str, path: Path, meta: dict, log) -> str:
 
 
 def _record(params: Params, summary: dict, out: Path, run_id: str, client: MlflowClient, paths: dict,
-            metas: dict, shards: Path, log) -> dict:
+            metas: dict, shards: str, log) -> dict:
     """Into the active evaluation run `run_id`: its tags, parameters, metrics and images, its
     link to the training run. Each candidate's test metrics go to its LoggedModel (MLflow's
     Logged Models view ranks them), each candidate is registered as a version of `colorray`

@@ -16,7 +16,7 @@ from colorray.metrics import classifier as clf
 from colorray.progress import Progress
 
 
-def train_real_classifier(params: Params, shards: Path, out: Path, log: Callable[[str], None] = print) -> dict:
+def train_real_classifier(params: Params, shards: str | Path, out: Path, log: Callable[[str], None] = print) -> dict:
     c = params.classifier
     classes = read_manifest(shards)["labels"]  # every label of the data, in every split
     rgb, _, labels = load_split(shards, "train", c.max_train_images)

@@ -11,6 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Param
 
+from colorray.data.storage import location, read_bytes
 from colorray.config import Params, flatten
 
 EXPERIMENT = "colorray"
@@ -97,10 +98,17 @@ def shards_dataset(shards: str | Path):
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    manifest = (Path(shards) / "manifest.json").read_bytes()
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.exceptions import MlflowException
+
+    loc = location(shards)
+    manifest = read_bytes(loc, "manifest.json")
     with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        source = resolve_dataset_source(str(Path(shards).resolve()))
+        try:  # a folder, https://, s3://, gs://
+            source = resolve_dataset_source(loc)
+        except MlflowException:  # pipe:<command>: MLflow has no source type for it
+            source = CodeDatasetSource(tags={"location": loc})
     return MetaDataset(source, name=f"{json.loads(manifest).get('source', 'data')} shards",
                        digest=hashlib.sha256(manifest).hexdigest()[:16])
 

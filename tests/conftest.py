@@ -52,6 +52,29 @@ RAY_ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_EN
 
 
 @contextlib.contextmanager
+def serve_folder(folder, log: list | None = None):
+    """`folder` over HTTP on 127.0.0.1 (no Range support, like many servers); yields its URL.
+    `log` collects the requested paths."""
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, fmt, *args):
+            if log is not None:
+                log.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def loopback_cluster(nodes: int = 2, cpus: int = 1):
     """A Ray cluster of `nodes` nodes on 127.0.0.1 started with `ray start`, as on real
     machines; yields the environment a driver needs to join it (RAY_ADDRESS). Every node and

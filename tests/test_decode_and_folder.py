@@ -87,12 +87,12 @@ def test_mean_chroma_is_zero_for_gray_and_large_for_color():
 
 def _shard_keys(shards_dir):
     keys = {}
-    for tar in sorted(shards_dir.glob("*.tar")):
+    for tar in sorted(shards_dir.glob("*.tar.gz")):
         with tarfile.open(tar) as tf:
             for m in tf.getmembers():
                 if m.name.endswith(".json"):
                     meta = json.load(tf.extractfile(m))
-                    keys.update(dict(zip(meta["keys"], meta["labels"])))
+                    keys[meta["key"]] = meta["label"]
     return keys
 
 

@@ -17,8 +17,10 @@ import pytest
 import torch
 import yaml
 
+from colorray.data.loader import ShardStream
+from colorray.data.shards import read_manifest
 from conftest import RAY_ENV as ENV
-from conftest import ROOT, loopback_cluster
+from conftest import ROOT, loopback_cluster, serve_folder
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +58,17 @@ def _mlflow_runs(tmp_path):
 
 @pytest.fixture(scope="session")
 def uneven_shards(tmp_path_factory, skimage_shards):
-    """Odd number of training shards, the last one nearly empty."""
+    """Odd number of training shards, the last one nearly empty (raw records: one chunk of a
+    chosen size per shard; the DAG tests train on the default JPEG shards)."""
     from colorray.config import DataParams
-    from colorray.data.shards import read_manifest, write_shards
+    from colorray.data.shards import write_shards
 
     n = read_manifest(skimage_shards)["splits"]["train"]["count"]
     # One chunk per shard; a chunk size that leaves an odd number of shards, the last with 1-3 images.
     chunk = next(c for c in range(100, 1000) if 1 <= n % c <= 3 and (n // c + 1) % 2 == 1)
     out = tmp_path_factory.mktemp("uneven") / "shards"
-    write_shards(DataParams(chunk_size=chunk, shard_max_mb=0.01), skimage_shards.parent / "raw", out, progress=False)
+    write_shards(DataParams(encoding="raw", compression="none", chunk_size=chunk, shard_max_mb=0.01),
+                 skimage_shards.parent / "raw", out, progress=False)
     shards = read_manifest(out)["splits"]["train"]["shards"]
     assert len(shards) % 2 == 1 and shards[-1]["count"] <= 3, [s["count"] for s in shards]
     return out
@@ -77,14 +81,17 @@ RUN_ITERS = 24
 def cluster_run(tmp_path_factory, uneven_shards):
     """One training run that the next three tests examine (a Ray Train run costs about a
     minute here): 2 workers on a two-node loopback cluster, one per node (STRICT_SPREAD),
-    over an odd number of shards with the last nearly empty; the rank-1 worker process is
-    killed (SIGKILL) once it has passed iteration 8 and a checkpoint exists. Returns the run's
-    folder, the killed worker's last status, the exit code and the output."""
+    over an odd number of shards with the last nearly empty, which both nodes stream from a
+    loopback HTTP server (as from object storage on a real cluster); the rank-1 worker process
+    is killed (SIGKILL) once it has passed iteration 8 and a checkpoint exists. Returns the
+    run's folder, the killed worker's last status, the exit code, the output and the paths the
+    HTTP server served."""
     tmp_path = tmp_path_factory.mktemp("cluster-run")
     params = _project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
                              ray={"placement_strategy": "STRICT_SPREAD"})
-    with loopback_cluster(nodes=2, cpus=1) as env:
-        proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=env,
+    served = []
+    with serve_folder(uneven_shards, served) as url, loopback_cluster(nodes=2, cpus=1) as env:
+        proc = subprocess.Popen(_train_cmd(tmp_path, params, url), cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             deadline, killed = time.time() + 300, None
@@ -98,12 +105,19 @@ def cluster_run(tmp_path_factory, uneven_shards):
         finally:
             proc.kill()
     assert killed is not None, "the rank-1 worker never reached iteration 8:\n" + out[-3000:]
-    return tmp_path, killed, proc.returncode, out
+    return tmp_path, killed, proc.returncode, out, served
 
 
-def test_uneven_shards_on_a_two_node_cluster_give_every_rank_the_same_steps(cluster_run):
-    tmp_path, _, returncode, out = cluster_run
+def test_uneven_shards_over_http_on_a_two_node_cluster_give_every_rank_the_same_steps(cluster_run, uneven_shards):
+    tmp_path, _, returncode, out, served = cluster_run
     assert returncode == 0, out[-4000:]
+    shard_names = {sh["name"] for sh in read_manifest(uneven_shards)["splits"]["train"]["shards"]}
+    assert shard_names & {p.lstrip("/") for p in served}  # the training data came over HTTP
+    # What each rank streams in an epoch: disjoint samples, the same number of batches
+    # (ShardStream as the workers build it: 4 images a rank from the same URL).
+    with serve_folder(uneven_shards) as url:
+        keys = [[k for b in ShardStream(url, "train", 4, rank=r, world_size=2) for k in b["key"]] for r in (0, 1)]
+    assert keys[0] and len(keys[0]) == len(keys[1]) and not set(keys[0]) & set(keys[1])
     st = _statuses(tmp_path)
     assert set(st) == {0, 1}
     assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
@@ -113,7 +127,7 @@ def test_uneven_shards_on_a_two_node_cluster_give_every_rank_the_same_steps(clus
 
 
 def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run(cluster_run):
-    tmp_path, killed, returncode, out = cluster_run
+    tmp_path, killed, returncode, out, _ = cluster_run
     assert returncode == 0, out[-4000:]
     st = _statuses(tmp_path)
     assert st[1]["pid"] != killed["pid"]  # a new worker process took rank 1
@@ -129,7 +143,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     """train.resume on (a copy of) the finished run above, now on a local Ray instance: it
     starts from the run's final state, not from 0. Ctrl-C part-way: exit 130, nothing written;
     the same command again continues that run (its MLflow run, its last checkpoint)."""
-    run_dir, _, returncode, out = cluster_run
+    run_dir, _, returncode, out, _ = cluster_run
     assert returncode == 0, out[-4000:]
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     first_run = glob.glob(str(tmp_path / "ray" / "colorray-*"))
@@ -180,7 +194,7 @@ def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_pa
     from colorray.models.files import load_generator
     from colorray.train.loop import validate
 
-    run_dir, _, returncode, out = cluster_run
+    run_dir, _, returncode, out, _ = cluster_run
     assert returncode == 0, out[-4000:]
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)  # its MLflow store; artifacts stay where they are
     source, _, meta = load_generator(tmp_path / "models" / "generator.pt")

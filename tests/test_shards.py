@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from colorray.config import DataParams
 from colorray.data.shards import read_manifest, write_shards
@@ -18,38 +19,55 @@ from colorray.data.shards import read_manifest, write_shards
 from conftest import ROOT
 
 
-def _check_tar_complete(path):
-    """Every record of a finished shard decodes: (n, S, S, 3) uint8 with n keys."""
+def _check_tar_complete(path, size=None):
+    """Every record of a finished shard decodes with the standard tarfile module: an image and
+    its metadata (encoded shards) or an (n, S, S, 3) uint8 chunk with n keys (raw)."""
     records = {}
-    with tarfile.open(path) as tf:
+    with tarfile.open(path) as tf:  # any compression
         for m in tf.getmembers():
-            key, ext = m.name.rsplit(".", 1)
+            key, ext = m.name.split(".", 1)
             records.setdefault(key, {})[ext] = tf.extractfile(m).read()
     for rec in records.values():
-        images = np.load(io.BytesIO(rec["npy"]))
         meta = json.loads(rec["json"])
-        assert images.dtype == np.uint8 and images.ndim == 4 and len(images) == len(meta["keys"])
+        if "npy" in rec:
+            images = np.load(io.BytesIO(rec["npy"]))
+            assert images.dtype == np.uint8 and images.ndim == 4 and len(images) == len(meta["keys"])
+        else:
+            (ext,) = set(rec) - {"json"}
+            with Image.open(io.BytesIO(rec[ext])) as img:
+                assert img.mode == "RGB" and (size is None or img.size == (size, size))
+            assert set(meta) == {"key", "label", "source", "split"}
     return len(records)
 
 
 def test_manifest_accounts_for_every_input_and_matches_the_tars(skimage_shards):
     m = read_manifest(skimage_shards)
     assert m["inputs"] == m["kept"] + len(m["dropped"]) + m["outside_subset"]
+    assert m["format"] == {"encoding": "jpeg", "compression": "gzip", "jpeg_quality": 95}
     for split in m["splits"].values():
         for sh in split["shards"]:
-            assert _check_tar_complete(skimage_shards / sh["name"]) == len(sh["chunks"])
-            assert sum(sh["chunks"]) == sh["count"]
+            assert sh["name"].endswith(".tar.gz")
+            assert _check_tar_complete(skimage_shards / sh["name"], m["image_size"]) == sh["count"]
             assert (skimage_shards / sh["name"]).stat().st_size == sh["bytes"]
     assert sorted(p.name for p in skimage_shards.iterdir()) == sorted(
         [sh["name"] for s in m["splits"].values() for sh in s["shards"]] + ["manifest.json"])
 
 
+def test_raw_shards_hold_chunks(tmp_path, skimage_shards):
+    m = write_shards(DataParams(encoding="raw", compression="none", chunk_size=16), skimage_shards.parent / "raw",
+                     tmp_path / "raw", progress=False)
+    for split in m["splits"].values():
+        for sh in split["shards"]:
+            assert _check_tar_complete(tmp_path / "raw" / sh["name"]) == len(sh["chunks"])
+            assert sum(sh["chunks"]) == sh["count"] and max(sh["chunks"]) <= 16
+
+
 def test_shard_size_is_bounded(tmp_path, skimage_shards):
     raw = skimage_shards.parent / "raw"
-    cfg = DataParams(shard_max_mb=0.5, chunk_size=8)
-    m = write_shards(cfg, raw, tmp_path / "shards", progress=False)
-    sizes = [sh["bytes"] for s in m["splits"].values() for sh in s["shards"]]
-    assert len(sizes) > 10 and max(sizes) <= 0.5 * 2**20
+    for cfg in (DataParams(shard_max_mb=0.05, compression="none"), DataParams(shard_max_mb=0.5, encoding="raw", chunk_size=8)):
+        m = write_shards(cfg, raw, tmp_path / cfg.encoding, progress=False)
+        sizes = [sh["bytes"] for s in m["splits"].values() for sh in s["shards"]]
+        assert len(sizes) > 10 and max(sizes) <= cfg.shard_max_mb * 2**20, cfg.encoding
 
 
 def _run_shard(params_file, raw, out):
@@ -73,16 +91,16 @@ def test_shard_stage_killed_halfway_leaves_only_complete_shards_and_reruns_ident
     stage = tmp_path / "out.partial"
     proc = _run_shard(params, raw, out)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(stage.glob("*.tar"))) < 5:
+    while time.time() < deadline and len(list(stage.glob("*.tar.gz"))) < 5:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = list(stage.glob("*.tar"))
+    finished = list(stage.glob("*.tar.gz"))
     assert len(finished) >= 5, "the run finished or stalled before it could be killed halfway"
     assert not out.exists()  # the output folder never exists half-written
     for tar in finished:  # every shard under its final name is complete
         _check_tar_complete(tar)
-    assert all(p.name.endswith(".tmp") for p in stage.iterdir() if not p.name.endswith(".tar"))
+    assert all(p.name.endswith(".tmp") for p in stage.iterdir() if not p.name.endswith(".tar.gz"))
 
     rerun = _run_shard(params, raw, out)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()
@@ -106,9 +124,9 @@ def test_rerun_replaces_an_existing_output_completely(tmp_path, skimage_shards):
     raw = skimage_shards.parent / "raw"
     out = tmp_path / "shards"
     write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
-    many = len(list(out.glob("*.tar")))
+    many = len(list(out.glob("*.tar.gz")))
     write_shards(DataParams(image_size=32), raw, out, progress=False)
-    assert len(list(out.glob("*.tar"))) < many  # no stale shard of the old run remains
+    assert len(list(out.glob("*.tar.gz"))) < many  # no stale shard of the old run remains
     assert read_manifest(out)["params"]["shard_max_mb"] == 16.0
 
 
@@ -159,7 +177,7 @@ def _dies_on_coffee(chunk):
     """A decoding worker that the kernel kills (for memory) on the chunk with the coffee photo."""
     from colorray.data.shards import _prepare_task
 
-    if any("coffee" in item.path for item, _, _ in chunk):
+    if any("coffee" in item.path for item, *_ in chunk):
         os._exit(137)
     return [_prepare_task(args) for args in chunk]
 

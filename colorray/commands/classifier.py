@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from colorray.config import load_params
+from colorray.data.storage import stage_shards
 from colorray.real_classifier import train_real_classifier
 
 
 def run(args) -> None:
-    s = train_real_classifier(load_params(args.params), Path(args.shards), Path(args.out))
+    params = load_params(args.params)
+    s = train_real_classifier(params, stage_shards(args.shards, params.data.shards_url), Path(args.out))
     if "unavailable" in s:
         print(f"classifier: not trained: {s['unavailable']}; wrote {args.out} saying so")
         return

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from colorray.config import tuned_params
+from colorray.data.storage import stage_shards
 from colorray.evaluate import evaluate
 
 
 def run(args) -> None:
     params = tuned_params(args.params, Path(args.best) if args.best else None)
-    s = evaluate(params, Path(args.shards), Path(args.generator), Path(args.baseline),
+    s = evaluate(params, stage_shards(args.shards, params.data.shards_url), Path(args.generator), Path(args.baseline),
                  Path(args.classifier), Path(args.out), Path(args.root), Path(args.loss_curves))
     for name, m in s["models"].items():
         shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("fid", "lpips", "ssim", "psnr", "delta_cf", "accuracy", "cim")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from colorray.config import tuned_params
+from colorray.data.storage import stage_shards
 from colorray.train.distributed import fit
 
 
@@ -13,7 +14,7 @@ def run(args) -> None:
     params = tuned_params(args.params, best)
     if best and best.exists():
         print(f"train: parameters from {args.params} with the tuned values of {best}")
-    summary = fit(params, Path(args.shards), Path(args.root), Path(args.models), Path(args.metrics),
+    summary = fit(params, stage_shards(args.shards, params.data.shards_url), Path(args.root), Path(args.models), Path(args.metrics),
                   resume=params.train.resume, init=Path(args.init) if args.init else None)
     m = summary["metrics"]
     print(f"train: {summary['iterations']} iterations, MLflow run {summary['run_id']}, model "

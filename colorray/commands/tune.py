@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from colorray.config import load_params, read_yaml
+from colorray.data.storage import stage_shards
 from colorray.sweep.run import run_sweep
 
 
 def run(args) -> None:
     base = read_yaml(args.params) or {}
     params = load_params(args.params)
-    s = run_sweep(base, params, Path(args.shards), Path(args.root), Path(args.out),
+    s = run_sweep(base, params, stage_shards(args.shards, params.data.shards_url), Path(args.root), Path(args.out),
                   init=Path(args.init) if args.init else None)
     if not s.get("enabled", True):
         print(f"tune: tune.enabled is false; wrote an empty {args.out}/best_params.yaml")

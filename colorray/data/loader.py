@@ -15,18 +15,16 @@ conversion happens later, batched, on the training device (`colorray.color`).
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from colorray.data.shards import read_manifest
+from colorray.data import storage
+from colorray.data.shards import read_manifest, read_shard
 
 
 @dataclass(frozen=True)
@@ -115,14 +113,14 @@ class ShardStream(IterableDataset):
     resuming) so the loader workers start from it.
     """
 
-    def __init__(self, folder: str | Path, split: str, batch_size: int, *, rank: int = 0,
+    def __init__(self, shards: str | Path, split: str, batch_size: int, *, rank: int = 0,
                  world_size: int = 1, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
                  dataset_size: int | None = None, shuffle_buffer: int = 2048):
-        self.folder = Path(folder).resolve()  # absolute: Ray workers run in another folder
-        manifest = read_manifest(self.folder)
-        if split not in manifest["splits"]:
-            raise KeyError(f"{self.folder}: no split {split!r} in the manifest")
-        self.shards = manifest["splits"][split]["shards"]
+        self.location = storage.location(shards)  # a URL, or absolute: Ray workers run elsewhere
+        self.manifest = read_manifest(self.location)
+        if split not in self.manifest["splits"]:
+            raise KeyError(f"{self.location}: no split {split!r} in the manifest")
+        self.shards = self.manifest["splits"][split]["shards"]
         self.split, self.batch_size = split, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
@@ -145,19 +143,9 @@ class ShardStream(IterableDataset):
     def _read(self, pieces: list[Piece]):
         """Yield (images, keys, labels) for the samples of `pieces`, in order."""
         for piece in pieces:
-            url = str(self.folder / piece.shard)
-            offset = 0
-            for rec in wds.tarfile_to_samples()([{"url": url}]):
-                meta = json.loads(rec["json"])
-                n = len(meta["keys"])
-                lo, hi = max(piece.start, offset), min(piece.stop, offset + n)
-                if lo < hi:  # decode only the chunks this piece overlaps
-                    images = np.load(io.BytesIO(rec["npy"]), allow_pickle=False)
-                    yield (images[lo - offset:hi - offset], meta["keys"][lo - offset:hi - offset],
-                           meta["labels"][lo - offset:hi - offset])
-                offset += n
-                if offset >= piece.stop:
-                    break
+            for images, keys, labels, _ in read_shard(self.location, self.manifest, piece.shard,
+                                                      piece.start, piece.stop):
+                yield images, keys, labels
 
     def __iter__(self):
         info = get_worker_info()
@@ -197,19 +185,19 @@ class ShardStream(IterableDataset):
         if buffered:
             yield from drain(final=True)
         if emitted != n_batches:  # a shard shorter than its manifest says: fail loudly
-            raise RuntimeError(f"{self.folder}: rank {self.rank} worker {worker} produced "
+            raise RuntimeError(f"{self.location}: rank {self.rank} worker {worker} produced "
                                f"{emitted} batches, the plan says {n_batches}; shards and "
                                "manifest disagree (re-run the shard stage)")
 
 
-def make_loader(folder: str | Path, split: str, batch_size: int, *, num_workers: int = 2,
+def make_loader(shards: str | Path, split: str, batch_size: int, *, num_workers: int = 2,
                 pin_memory: bool = False, **kwargs) -> DataLoader:
     """A DataLoader over `ShardStream` (batching happens in the dataset).
 
     Workers persist across epochs: starting them anew each epoch cost a third of the
     loader's CPU time (benchmarks/loader.py).
     """
-    dataset = ShardStream(folder, split, batch_size, **kwargs)
+    dataset = ShardStream(shards, split, batch_size, **kwargs)
     # Its own generator: creating worker iterators must not consume the global RNG that
     # training uses (resumed runs must match uninterrupted ones bit for bit).
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
@@ -217,18 +205,18 @@ def make_loader(folder: str | Path, split: str, batch_size: int, *, num_workers:
                       generator=torch.Generator().manual_seed(dataset.seed))
 
 
-def load_split(folder: str | Path, split: str, max_images: int | None = None) -> tuple[torch.Tensor, list[str], list[str]]:
+def load_split(shards: str | Path, split: str, max_images: int | None = None) -> tuple[torch.Tensor, list[str], list[str]]:
     """A whole split in memory, in the manifest's (fixed) order: (N, H, W, 3) uint8 RGB, keys
     and labels. For evaluation, which needs the same images every time. `max_images`: that
     many, evenly spaced over the split (its first images may all come from one class)."""
-    loader = make_loader(folder, split, 256, num_workers=0, shuffle=False, drop_last=False)
+    loader = make_loader(shards, split, 256, num_workers=0, shuffle=False, drop_last=False)
     rgb, keys, labels = [], [], []
     for batch in loader:
         rgb.append(batch["rgb"])
         keys += batch["key"]
         labels += batch["label"]
     if not rgb:
-        raise ValueError(f"{folder}: the {split} split is empty")
+        raise ValueError(f"{shards}: the {split} split is empty")
     rgb = torch.cat(rgb)
     if max_images is not None and max_images < len(rgb):
         idx = np.linspace(0, len(rgb) - 1, max_images).round().astype(int)

@@ -32,6 +32,7 @@ from colorray.atomic import write_bytes_atomic, write_text_atomic
 from colorray.config import (ConfigError, Params, StageInterrupted, TuneParams, flatten, parse_params,
                              run_digest)
 from colorray.data.shards import read_manifest
+from colorray.data.storage import location
 from colorray.metrics.fid import fid_available, fid_cache_dir, unavailable_message
 from colorray.metrics.registry import LOWER, better
 from colorray.sweep.search import DistinctOptunaSearch
@@ -126,7 +127,7 @@ def run_trial(config: dict, static: dict) -> None:
     client.set_tag(run_id, "colorray.knobs", json.dumps(knobs, sort_keys=True))
     name = f"{trial_id}-{int(time.time())}"  # a fresh Train run each time the trial starts
     run_dir = Path(static["storage_dir"]) / name if static["storage_dir"] else Path(static["tmp"]) / name
-    cfg = worker_config(params, Path(static["shards"]), run_id, static["tracking_uri"], run_dir,
+    cfg = worker_config(params, static["shards"], run_id, static["tracking_uri"], run_dir,
                         fid_cache=static["fid_cache"], stop_at=static.get("stop_at"),
                         start_from=config["leg"]["checkpoint"] if "leg" in config else None,
                         init_weights=static["init_weights"])
@@ -417,7 +418,7 @@ def disabled(out: Path) -> dict:
     return {"enabled": False}
 
 
-def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, log=print,
+def run_sweep(base: dict, params: Params, shards: str | Path, root: Path, out: Path, log=print,
               init: Path | None = None) -> dict:
     """Run (or continue) the sweep of tune.space and write out/best_params.yaml,
     out/results.csv and out/metric_vs_knobs.png; returns a summary. init: the init stage's
@@ -429,7 +430,7 @@ def run_sweep(base: dict, params: Params, shards: Path, root: Path, out: Path, l
     if not params.tune.enabled:
         return disabled(out)
     sweep = params.tune
-    shards, root = Path(shards).resolve(), Path(root).resolve()
+    shards, root = location(shards), Path(root).resolve()
     knobs = parse_space(base, sweep, read_manifest(shards)["splits"]["train"]["count"])
     metric = ranking_metric(params)
     tracking_uri, experiment_id = setup_mlflow(root)

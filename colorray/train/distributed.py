@@ -22,7 +22,8 @@ from mlflow import MlflowClient
 
 from colorray.atomic import torch_save_atomic, write_json_atomic, write_text_atomic
 from colorray.config import Params, StageInterrupted, run_digest
-from colorray.data.shards import read_manifest
+from colorray.data.shards import MANIFEST, read_manifest
+from colorray.data.storage import location, read_bytes
 from colorray.metrics.fid import fid_cache_dir
 from colorray.models.files import generator_from_state, save_generator
 from colorray.pyfunc import log_colorizer
@@ -79,7 +80,7 @@ def _loss_plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def check_batches(params: Params, shards: Path) -> None:
+def check_batches(params: Params, shards: str) -> None:
     """Refuse a batch that the (subset of the) training split cannot fill once."""
     count = read_manifest(shards)["splits"]["train"]["count"]
     size = min(count, params.data.dataset_size or count)
@@ -91,10 +92,10 @@ def check_batches(params: Params, shards: Path) -> None:
 PENDING = "train-pending.json"  # in <root>/ray_results: the run an interrupted train stage continues
 
 
-def _run_key(params: Params, shards: Path, start: Path | None, init: dict) -> str:
+def _run_key(params: Params, shards: str, start: Path | None, init: dict) -> str:
     """What makes a training run the same one: its parameters, its data, its starting state
     (train.resume's checkpoint, train.init_from's weights) and the colorray code."""
-    return run_digest(params, (shards / "manifest.json").read_bytes(), start.read_bytes() if start else b"",
+    return run_digest(params, read_bytes(shards, MANIFEST), start.read_bytes() if start else b"",
                       str(init.get("sha256", "")).encode())[:16]
 
 
@@ -113,12 +114,12 @@ def _pending_run(pending: Path, key: str, client) -> str | None:
     return None
 
 
-def fit(params: Params, shards: Path, root: Path, models_dir: Path, metrics_dir: Path,
+def fit(params: Params, shards: str | Path, root: Path, models_dir: Path, metrics_dir: Path,
         resume: bool = False, run_name: str | None = None, init: Path | None = None) -> dict:
     """Train with Ray Train and record everything; returns a summary. init: the init stage's
     models/init.pt (train.init_from); without it a set train.init_from is resolved now."""
     r, t = params.ray, params.train
-    shards, root = Path(shards).resolve(), Path(root).resolve()
+    shards, root = location(shards), Path(root).resolve()
     check_batches(params, shards)
     models_dir.mkdir(parents=True, exist_ok=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)

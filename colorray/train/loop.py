@@ -19,6 +19,7 @@ from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.config import Params, flatten
 from colorray.data.loader import make_loader
 from colorray.data.shards import read_manifest
+from colorray.data.storage import location
 from colorray.images import to_uint8
 from colorray.metrics.registry import MetricAccumulator
 from colorray.progress import format_seconds
@@ -54,7 +55,7 @@ def next_iteration(trainer: GANTrainer, stream: Iterator[dict], device) -> tuple
 
 
 @torch.no_grad()
-def validate(G, shards: Path, device, max_images: int = 256, fid=None,
+def validate(G, shards: str | Path, device, max_images: int = 256, fid=None,
              fid_cache: Path | None = None) -> tuple[dict, np.ndarray]:
     """The metric registry's values on the first `max_images` val images (always the same
     ones), named val/<metric>, and a sample grid (rows: gray | generated | truth) of the first
@@ -87,7 +88,7 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
                 resume: bool = True, log: Callable[[str], None] = print, log_every: int = 10) -> GANTrainer:
     """Train until `train.iters` (or `max_iters`, or `max_seconds`); checkpoint to `out`. Every
     `log_every` iterations: the metrics, the time spent and an estimate of the time left."""
-    out, shards = Path(out), Path(shards)
+    out, shards = Path(out), location(shards)
     ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
         trainer = load_checkpoint(ckpt, device, log=log)

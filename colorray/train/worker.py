@@ -101,7 +101,7 @@ def train_loop_per_worker(config: dict) -> None:
               f"device {device}, {trainer.precision.summary()}, starting at iteration {trainer.iter}", flush=True)
         client.log_batch(run_id, tags=[RunTag(PRECISION_TAG + k, str(v)) for k, v in trainer.precision.tags().items()])
         if init is not None:  # where a fine-tuning starts: the starting model's val metrics, at step 0
-            val, grid = validate(trainer.G, Path(config["shards"]), device, fid=fid,
+            val, grid = validate(trainer.G, config["shards"], device, fid=fid,
                                  fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
             client.log_image(run_id, grid, artifact_file=f"samples/iter_{0:07d}.png")
             client.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in val.items()])
@@ -135,7 +135,7 @@ def train_loop_per_worker(config: dict) -> None:
                   f"{', ~' + format_seconds(left) + ' left' if not last else ''}; {metrics['img/s']:.1f} img/s, "
                   f"loss/g/l1 {metrics.get('loss/g/l1', float('nan')):.4f}", flush=True)
             if trainer.iter % r.eval_every == 0 or last:
-                val, grid = validate(trainer.G, Path(config["shards"]), device, fid=fid,
+                val, grid = validate(trainer.G, config["shards"], device, fid=fid,
                                      fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
                 metrics.update(val)
                 client.log_image(run_id, grid, artifact_file=f"samples/iter_{trainer.iter:07d}.png")
@@ -167,7 +167,7 @@ def torch_trainer(params: Params, config: dict, name: str, storage: str, callbac
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
 
 
-def worker_config(params: Params, shards: Path, run_id: str, tracking_uri: str, run_dir: Path,
+def worker_config(params: Params, shards: str, run_id: str, tracking_uri: str, run_dir: Path,
                   fid_cache: str | None = None, start_from: str | None = None, stop_at: int | None = None,
                   init_weights: Path | None = None) -> dict:
     """start_from: a Ray Train checkpoint to continue (a path or URI of a folder holding
