@@ -19,7 +19,8 @@ from colorray.data.tarstream import ShardFormatError
 
 from conftest import ROOT, serve_folder
 
-SIZE = 32  # small images: the tests read every sample several times
+SIZE = 32  # small images and a quarter of the crops: the tests read every sample several times
+SUBSET = 0.25
 JPEG_MEAN_ERROR = 2.0  # mean |difference| in 8-bit levels, JPEG q95 4:4:4 against the pixels it encoded
 
 
@@ -27,7 +28,7 @@ JPEG_MEAN_ERROR = 2.0  # mean |difference| in 8-bit levels, JPEG q95 4:4:4 again
 def raw_shards(tmp_path_factory, skimage_shards):
     """The embedded photos as raw shards (the pixels every encoding is checked against)."""
     out = tmp_path_factory.mktemp("raw") / "shards"
-    write_shards(DataParams(image_size=SIZE, encoding="raw", compression="none", chunk_size=16),
+    write_shards(DataParams(image_size=SIZE, subset_fraction=SUBSET, encoding="raw", compression="none", chunk_size=16),
                  skimage_shards.parent / "raw", out, progress=False)
     return out
 
@@ -45,7 +46,7 @@ def _by_key(shards):
 def test_a_plain_webdataset_pipeline_reads_every_sample_as_colorray_does(tmp_path, skimage_shards, raw_shards,
                                                                            encoding, compression):
     out = tmp_path / "shards"
-    m = write_shards(DataParams(image_size=SIZE, encoding=encoding, compression=compression),
+    m = write_shards(DataParams(image_size=SIZE, subset_fraction=SUBSET, encoding=encoding, compression=compression),
                      skimage_shards.parent / "raw", out, progress=False)
     urls = [str(out / sh["name"]) for s in m["splits"].values() for sh in s["shards"]]
 
@@ -74,8 +75,8 @@ def test_a_plain_webdataset_pipeline_reads_every_sample_as_colorray_does(tmp_pat
 
 
 def test_raw_shards_convert_to_the_same_tars_as_sharding_the_sources(tmp_path, skimage_shards, raw_shards):
-    direct = write_shards(DataParams(image_size=SIZE), skimage_shards.parent / "raw", tmp_path / "direct",
-                          progress=False)
+    direct = write_shards(DataParams(image_size=SIZE, subset_fraction=SUBSET), skimage_shards.parent / "raw",
+                          tmp_path / "direct", progress=False)
     r = subprocess.run([sys.executable, "-m", "colorray.cli", "shard", "--from", str(raw_shards),
                         "--encoding", "jpeg", "--out", str(tmp_path / "converted")],
                        cwd=ROOT, capture_output=True, text=True)
@@ -173,7 +174,8 @@ def test_a_shards_url_must_hold_the_shards_dvc_tracks(tmp_path, skimage_shards, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     other = tmp_path / "elsewhere"
-    write_shards(DataParams(image_size=SIZE), skimage_shards.parent / "raw", other, progress=False)
+    write_shards(DataParams(image_size=SIZE, subset_fraction=SUBSET), skimage_shards.parent / "raw", other,
+                 progress=False)
     (tmp_path / "data" / "shards").symlink_to(skimage_shards)
     with serve_folder(skimage_shards) as same, serve_folder(other) as different:
         assert storage.stage_shards(None, same) == same
