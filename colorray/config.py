@@ -332,6 +332,10 @@ class EvaluateParams(_Section):
     diversity_images: int = Field(ge=1)  # rows of eval/diversity.png
     diversity_samples: int = Field(ge=2)  # colorizations per row, dropout on
     register_model: bool  # register the winner as models:/colorray@champion
+    # Promotion needs fidelity too: a candidate may lose at most this much to leaving the photos
+    # gray (None: no such test).
+    max_psnr_loss_db: Optional[float] = Field(ge=0.0)
+    max_ssim_loss: Optional[float] = Field(ge=0.0, le=1.0)
 
 
 class Params(_Section):

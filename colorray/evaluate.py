@@ -64,25 +64,63 @@ def manifest_hash(shards: str) -> str:
     return hashlib.sha256(read_bytes(shards, MANIFEST)).hexdigest()
 
 
-def select(results: dict, metric: str) -> dict:
-    """The candidate best on `metric`, and whether it beats the gray baseline on it."""
+def _value(m: dict, key: str) -> float | None:
+    v = m.get(key)
+    return None if v is None or math.isnan(v) else float(v)
+
+
+def promotion_tests(results: dict, name: str, metric: str, max_psnr_loss_db: float | None,
+                    max_ssim_loss: float | None) -> list[dict]:
+    """What a candidate must pass to be promoted: beat leaving the photos gray on the selection
+    metric, and lose at most the given margins of fidelity (PSNR, SSIM) to gray. A margin of
+    None skips that test; a fidelity metric that could not be measured fails it."""
+    gray, m = results.get("gray", {}), results[name]
+    sign = 1 if better(metric) == LOWER else -1
+    v, g = _value(m, metric), _value(gray, metric)
+    tests = [{"test": f"beats gray on {metric}", "passed": v is not None and (g is None or sign * v < sign * g),
+              "detail": f"{v:.4g} vs gray {g:.4g}" if v is not None and g is not None else f"{metric} {v} vs gray {g}"}]
+    for key, margin, unit in (("psnr", max_psnr_loss_db, " dB"), ("ssim", max_ssim_loss, "")):
+        if margin is None:
+            continue
+        c, gv = _value(m, key), _value(gray, key)
+        if c is None or gv is None:
+            tests.append({"test": f"{key} within {margin:g}{unit} of gray", "passed": False,
+                          "detail": f"{key} was not measured", "loss": None})
+            continue
+        loss = gv - c
+        tests.append({"test": f"{key} within {margin:g}{unit} of gray", "passed": loss <= margin, "loss": loss,
+                      "detail": f"{c:.4g} vs gray {gv:.4g}: {'loses' if loss > 0 else 'gains'} {abs(loss):.3g}{unit}"})
+    return tests
+
+
+def select(results: dict, metric: str, max_psnr_loss_db: float | None = None,
+           max_ssim_loss: float | None = None) -> dict:
+    """The candidate to promote: the best on `metric` among those that pass every promotion
+    test; when none passes, the best on `metric` is named, not promoted, with what it failed."""
     way = better(metric)
     if way == NEITHER:
         raise ValueError(f"evaluate.select_by={metric}: colorray.metrics.registry gives it no better direction")
     sign = 1 if way == LOWER else -1
-    scored = {n: results[n].get(metric) for n in CANDIDATES if n in results}
-    scored = {n: v for n, v in scored.items() if v is not None and not math.isnan(v)}
+    scored = {n: _value(results[n], metric) for n in CANDIDATES if n in results}
+    scored = {n: v for n, v in scored.items() if v is not None}
     if not scored:
-        return {"metric": metric, "better": way, "chosen": None, "promoted": False,
-                "reason": f"no model has a value of {metric}"}
-    chosen = min(scored, key=lambda n: sign * scored[n])
-    gray = results.get("gray", {}).get(metric)
-    beats = gray is None or math.isnan(gray) or sign * scored[chosen] < sign * gray
-    reason = (f"{chosen} has the best {metric} ({scored[chosen]:.4g}, {way} is better)"
-              + (f" and beats the gray baseline ({gray:.4g})" if beats and gray is not None else "")
-              + ("" if beats else f" but does not beat the gray baseline ({gray:.4g}): not promoted"))
-    return {"metric": metric, "better": way, "chosen": chosen, "value": scored[chosen], "gray": gray,
-            "promoted": beats, "reason": reason}
+        return {"metric": metric, "better": way, "chosen": None, "promoted": False, "tests": {},
+                "reason": f"not promoted, because no model has a value of {metric}"}
+    tests = {n: promotion_tests(results, n, metric, max_psnr_loss_db, max_ssim_loss) for n in scored}
+    qualified = [n for n in scored if all(t["passed"] for t in tests[n])]
+    chosen = min(qualified or scored, key=lambda n: sign * scored[n])
+    margins = " and ".join(f"{t['test'].split(' ', 1)[1]}" for t in tests[chosen][1:])
+    if qualified:
+        reason = (f"{chosen} has the best {metric} ({scored[chosen]:.4g}, {way} is better) of the models that "
+                  f"beat gray on it{' and keep ' + margins if margins else ''}: "
+                  + "; ".join(t["detail"] for t in tests[chosen]))
+    else:
+        failed = "; ".join(f"{n}: " + ", ".join(f"{t['test']} failed ({t['detail']})" for t in tests[n] if not t["passed"])
+                           for n in sorted(scored, key=lambda n: sign * scored[n]))
+        reason = f"not promoted, because no model passes every test ({failed})"
+    return {"metric": metric, "better": way, "chosen": chosen, "value": scored[chosen],
+            "gray": _value(results.get("gray", {}), metric), "promoted": bool(qualified), "reason": reason,
+            "tests": tests, "max_psnr_loss_db": max_psnr_loss_db, "max_ssim_loss": max_ssim_loss}
 
 
 def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
@@ -182,7 +220,7 @@ def evaluate(params: Params, shards: str | Path, gan_path: Path, baseline_path: 
     results["gan"]["diversity_ab_std"] = spread
 
     select_by = e.select_by if e.select_by != "auto" else ("fid" if fid is not None else "delta_cf")
-    selection = select(results, select_by)
+    selection = select(results, select_by, e.max_psnr_loss_db, e.max_ssim_loss)
     order = ("gray", "reconstruction", "gan", "truth")
     write_bytes_atomic(out / "samples.png", encode(_grid([[firsts[k][i] for k in order]
                                                          for i in range(len(firsts["truth"]))])))
@@ -211,7 +249,11 @@ def _dvc_metrics(summary: dict) -> dict:
     sel = summary["selection"]
     return {**summary["models"], "reference": summary["reference"],
             "selection": {"metric": sel["metric"], "chosen": sel["chosen"], "promoted": sel["promoted"],
-                          "reason": sel["reason"], "registered_version": summary["mlflow"].get("version")},
+                          "reason": sel["reason"], "registered_version": summary["mlflow"].get("version"),
+                          "max_psnr_loss_db": sel.get("max_psnr_loss_db"), "max_ssim_loss": sel.get("max_ssim_loss"),
+                          # per candidate: each promotion test, passed or not, and the fidelity lost to gray
+                          "tests": {n: {t["test"]: {"passed": t["passed"], **({"loss": t["loss"]} if "loss" in t else {})}
+                                        for t in ts} for n, ts in sel.get("tests", {}).items()}},
             "notes": summary["notes"], "data": {"manifest_sha256": summary["data"]["manifest_sha256"]}}
 
 
@@ -221,8 +263,10 @@ def _description(params: Params, summary: dict, name: str) -> str:
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
     verdict = ("the selected model" if sel["chosen"] == name and sel["promoted"] else
                "selected, but not promoted" if sel["chosen"] == name else "not selected")
+    tests = "".join(f"\n- {t['test']}: {'passed' if t['passed'] else 'FAILED'} ({t['detail']})"
+                    for t in sel.get("tests", {}).get(name, []))
     return (f"colorray {name} generator, evaluated on the test split: {verdict}. Selection by "
-            f"{sel['metric']}: {sel['reason']}.\n\n"
+            f"{sel['metric']}: {sel['reason']}.\n\nPromotion tests of this model:{tests or ' none'}\n\n"
             f"data manifest sha256: {summary['data']['manifest_sha256']}\n"
             f"training run: {summary['sources'].get('train_run_id') if name == 'gan' else 'the baseline stage'}\n"
             f"test metrics: {json.dumps(shown, sort_keys=True)}\n"

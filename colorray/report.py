@@ -19,7 +19,7 @@ ARROW = {"lower": " ↓", "higher": " ↑", "-": ""}
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}
 td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#eee}td:first-child{text-align:left}
 .best{font-weight:bold;background:#e6f4e6}img{image-rendering:pixelated;max-width:100%}figure{margin:1em 0}
-.note{color:#844}"""
+.note{color:#844}.pass{color:#262}.fail{color:#a22;font-weight:bold}"""
 
 
 def _img(path: Path, alt: str, width: int | None = None) -> str:
@@ -51,6 +51,15 @@ def metrics_table(models: dict) -> str:
     return f'<table id="metrics"><tr><th>model</th>{head}</tr>{"".join(rows)}</table>'
 
 
+def _tests_table(tests: dict) -> str:
+    """Each candidate's promotion tests: passed or failed, with the values."""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(t['test'])}</td>"
+                   f"<td class={'pass' if t['passed'] else 'fail'}>{'passed' if t['passed'] else 'failed'}</td>"
+                   f"<td>{html.escape(t['detail'])}</td></tr>" for name, ts in tests.items() for t in ts)
+    return (f'<table id="promotion"><tr><th>model</th><th>promotion test</th><th></th><th>values</th></tr>{rows}</table>'
+            if rows else "")
+
+
 def write_report(summary: dict, out: Path, loss_curves: Path | None = None) -> Path:
     sel, ref, n = summary["selection"], summary["reference"], summary["reference"]["test_images"]
     fid_n = next((m.get("fid_images") for m in summary["models"].values() if "fid_images" in m), None)
@@ -73,6 +82,7 @@ def write_report(summary: dict, out: Path, loss_curves: Path | None = None) -> P
              f"<p id=selection>By <b>{html.escape(sel['metric'])}</b>: {html.escape(sel['reason'])}."
              + (f" Registered as <code>{summary['mlflow']['model_uri']}</code> (version "
                 f"{summary['mlflow']['version']})." if summary["mlflow"].get("version") else "") + "</p>",
+             _tests_table(sel.get("tests", {})),
              "<h2>Samples</h2><p>Columns: gray | reconstruction | GAN | ground truth (fixed test images).</p>",
              f"<figure>{_img(out / 'samples.png', 'sample grid', 512)}</figure>",
              "<h2>Diversity</h2><p>Columns: gray | colorizations with dropout on | ground truth "

@@ -195,6 +195,73 @@ def test_a_model_that_does_not_beat_gray_is_not_promoted():
     assert sel["chosen"] == "gan" and sel["promoted"]
 
 
+def test_promotion_needs_fidelity_within_the_margins_of_gray():
+    results = {"gray": {"delta_cf": 30.0, "psnr": 25.0, "ssim": 0.90},
+               "gan": {"delta_cf": 10.0, "psnr": 23.8, "ssim": 0.89},  # wins delta_cf, loses 1.2 dB
+               "reconstruction": {"delta_cf": 31.0, "psnr": 26.0, "ssim": 0.91}}
+    sel = select(results, "delta_cf", max_psnr_loss_db=1.0, max_ssim_loss=0.05)
+    assert sel["chosen"] == "gan" and not sel["promoted"]
+    assert sel["reason"].startswith("not promoted, because no model passes every test")
+    assert "psnr within 1 dB of gray failed (23.8 vs gray 25: loses 1.2 dB)" in sel["reason"]
+    assert "reconstruction: beats gray on delta_cf failed (31 vs gray 30)" in sel["reason"]
+    results["gan"]["psnr"] = 24.2  # loses 0.8 dB: within the margin
+    sel = select(results, "delta_cf", 1.0, 0.05)
+    assert sel["chosen"] == "gan" and sel["promoted"] and "loses 0.8 dB" in sel["reason"]
+    results["gan"]["ssim"] = 0.84  # loses 0.06 SSIM
+    sel = select(results, "delta_cf", 1.0, 0.05)
+    assert not sel["promoted"] and "ssim within 0.05 of gray failed (0.84 vs gray 0.9: loses 0.06)" in sel["reason"]
+    results["reconstruction"]["delta_cf"] = 20.0  # a faithful runner-up is promoted over the leader
+    sel = select(results, "delta_cf", 1.0, 0.05)
+    assert sel["chosen"] == "reconstruction" and sel["promoted"]
+    assert select(results, "delta_cf", None, None)["chosen"] == "gan"  # no margins: the metric alone
+    del results["reconstruction"]["psnr"]  # fidelity that was not measured cannot be vouched for
+    sel = select(results, "delta_cf", 1.0, 0.05)
+    assert not sel["promoted"] and "reconstruction: psnr within 1 dB of gray failed (psnr was not measured)" in sel["reason"]
+
+
+def _opposite_colours(G, gain: float = 4.0):
+    """The generator's last layer times -gain: every colour turned to its opposite (tanh is odd)
+    and more saturated. More colourful than the barely trained generator (so it wins ΔCF
+    against gray), and wrong."""
+    import torch
+
+    last = [m for m in G.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
+    with torch.no_grad():
+        last.weight.mul_(-gain)
+        last.bias.mul_(-gain)
+
+
+def test_a_model_that_wins_delta_cf_but_costs_psnr_is_not_promoted_and_the_champion_stays(evaluated, skimage_shards,
+                                                                                           tmp_path):
+    import html
+
+    from mlflow import MlflowClient
+
+    from colorray.models.files import load_generator
+
+    root, _, _ = evaluated
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("colorray", "champion").version
+    G, gen_params, _ = load_generator(root / "generator.pt")
+    _opposite_colours(G)
+    save_generator(G, gen_params, 60, tmp_path / "opposite.pt", run_id=None)
+    params = parse_params({**TINY, "evaluate": {**TINY["evaluate"], "max_psnr_loss_db": 1.0, "max_ssim_loss": None}})
+    summary = evaluate(params, skimage_shards, tmp_path / "opposite.pt", tmp_path / "opposite.pt",
+                       root / "classifier.pt", tmp_path / "eval", root, log=lambda m: None)
+    sel = summary["selection"]
+    tests = {t["test"]: t for t in sel["tests"]["gan"]}
+    assert tests["beats gray on delta_cf"]["passed"], sel  # it wins the selection metric...
+    assert not tests["psnr within 1 dB of gray"]["passed"] and tests["psnr within 1 dB of gray"]["loss"] > 1, sel["reason"]
+    assert not sel["promoted"] and sel["reason"].startswith("not promoted, because")
+    assert client.get_model_version_by_alias("colorray", "champion").version == champion  # the previous one stays
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())["selection"]
+    assert saved["promoted"] is False and saved["reason"] == sel["reason"] and saved["max_psnr_loss_db"] == 1.0
+    assert saved["tests"]["gan"]["psnr within 1 dB of gray"] == {"passed": False,
+                                                                 "loss": tests["psnr within 1 dB of gray"]["loss"]}
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert html.escape(sel["reason"]) in report and "<td class=fail>failed</td>" in report
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
