@@ -109,15 +109,21 @@ def select(results: dict, metric: str, max_psnr_loss_db: float | None = None,
     tests = {n: promotion_tests(results, n, metric, max_psnr_loss_db, max_ssim_loss) for n in scored}
     qualified = [n for n in scored if all(t["passed"] for t in tests[n])]
     chosen = min(qualified or scored, key=lambda n: sign * scored[n])
-    margins = " and ".join(f"{t['test'].split(' ', 1)[1]}" for t in tests[chosen][1:])
+    margins = " and ".join(t["test"] for t in tests[chosen][1:])
+
+    def failures(names) -> str:
+        return "; ".join(f"{n}: " + ", ".join(f"{t['test']} failed ({t['detail']})" for t in tests[n] if not t["passed"])
+                         for n in sorted(names, key=lambda n: sign * scored[n]))
+
     if qualified:
+        passed_over = [n for n in scored if n not in qualified and sign * scored[n] < sign * scored[chosen]]
         reason = (f"{chosen} has the best {metric} ({scored[chosen]:.4g}, {way} is better) of the models that "
-                  f"beat gray on it{' and keep ' + margins if margins else ''}: "
-                  + "; ".join(t["detail"] for t in tests[chosen]))
+                  f"beat gray on it{' and keep ' + margins if margins else ''} ("
+                  + "; ".join(t["detail"] for t in tests[chosen]) + ")"
+                  + (f"; passed over, better on {metric} but failing a test: {failures(passed_over)}"
+                     if passed_over else ""))
     else:
-        failed = "; ".join(f"{n}: " + ", ".join(f"{t['test']} failed ({t['detail']})" for t in tests[n] if not t["passed"])
-                           for n in sorted(scored, key=lambda n: sign * scored[n]))
-        reason = f"not promoted, because no model passes every test ({failed})"
+        reason = f"not promoted, because no model passes every test ({failures(scored)})"
     return {"metric": metric, "better": way, "chosen": chosen, "value": scored[chosen],
             "gray": _value(results.get("gray", {}), metric), "promoted": bool(qualified), "reason": reason,
             "tests": tests, "max_psnr_loss_db": max_psnr_loss_db, "max_ssim_loss": max_ssim_loss}
