@@ -9,8 +9,9 @@ So ranks and workers see disjoint samples, read only the shards they need, and e
 yields the same number of batches, however uneven the shards are (a rank with fewer would
 leave the others waiting in an all-reduce forever).
 
-Inside a worker, chunks go through a shuffle buffer and are cut into batches; Lab
-conversion happens later, batched, on the training device (`colorray.color`).
+Inside a worker, the shards are read from their folder or URL and decoded
+(`colorray.data.shards.read_shard`), go through a shuffle buffer and are cut into batches;
+Lab conversion happens later, batched, on the training device (`colorray.color`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Each sample is one image, in webdataset's convention: ``<split>-<index>.jpg`` (o
 split, so `wds.WebDataset(url).decode("rgb8")` and every other webdataset tool read them. The
 default, JPEG at quality 95 with 4:4:4 chroma (4:2:0 would halve exactly the colour resolution
 the model learns) in gzip-compressed tars, was chosen by measurement (docs/benchmarks.md):
-4.9x smaller than raw pixels at 64 px, where tar headers are 40% of an uncompressed shard.
+4.9x smaller than raw pixels at 64 px, where tar headers are nearly half of a plain tar.
 `data.encoding: raw` keeps the older records for starved CPUs: chunks of `data.chunk_size`
 images as one (n, S, S, 3) uint8 ``.npy``.
 
@@ -496,7 +496,7 @@ def read_shard(loc: str, manifest: dict, name: str, start: int = 0, stop: int | 
                 yield from _raw_blocks(samples, size, where, start, stop)
             else:
                 yield from _encoded_blocks(samples, EXTENSIONS[fmt.encoding], size, where, start, stop)
-        except (OSError, EOFError, zlib.error) as e:  # a corrupt or truncated gzip stream
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # a corrupt or truncated gzip stream
             raise ShardFormatError(f"{where}: {type(e).__name__}: {e} (re-run the shard stage)") from None
         except (KeyError, ValueError, TypeError) as e:
             if isinstance(e, ShardFormatError):
