@@ -171,12 +171,13 @@ def test_skimage_holds_out_whole_photos(skimage_shards):
     import json
     manifest = json.loads((skimage_shards / "manifest.json").read_text())
     splits = {}
-    for tar in skimage_shards.glob("*.tar"):
+    for tar in skimage_shards.glob("*.tar.gz"):
         with tarfile.open(tar) as tf:
             for mem in tf.getmembers():
                 if mem.name.endswith(".json"):
-                    for label in json.load(tf.extractfile(mem))["labels"]:
-                        splits.setdefault(label, set()).add(tar.name.split("-")[0])
+                    meta = json.load(tf.extractfile(mem))
+                    assert meta["split"] == tar.name.split("-")[0]
+                    splits.setdefault(meta["label"], set()).add(meta["split"])
     assert all(len(s) == 1 for s in splits.values()), splits  # no photo in two splits
     assert {p for p, s in SKIMAGE_PHOTOS.items() if s == "test"} == {p for p, s in splits.items() if s == {"test"}}
     assert manifest["splits"]["train"]["count"] > 2000 and not manifest["dropped"]
