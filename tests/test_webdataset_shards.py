@@ -128,6 +128,11 @@ def test_a_hostile_manifest_cannot_name_a_file_outside_the_shards(tmp_path, skim
     with serve_folder(shards) as url:
         with pytest.raises(storage.StorageError, match="'../../etc/passwd' is not a plain file name"):
             list(make_loader(url, "train", 16, num_workers=0))
+    m["splits"]["train"]["shards"][0]["name"] = "train-000000.tar.gz"
+    m["format"] = {"encoding": "exe", "compression": "none", "jpeg_quality": None}
+    (shards / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ShardFormatError, match="unknown encoding or compression"):
+        list(make_loader(shards, "train", 16, num_workers=0))
 
 
 def _one_shard(skimage_shards):

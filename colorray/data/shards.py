@@ -465,7 +465,14 @@ def read_manifest(shards: str | Path) -> dict:
 
 
 def shard_format(manifest: dict) -> ShardFormat:
-    return ShardFormat(**manifest["format"]) if "format" in manifest else ShardFormat()  # version 1: raw
+    """The manifest's format (version 1 had none: raw chunks), checked: it may come from a URL."""
+    try:
+        fmt = ShardFormat(**manifest["format"]) if "format" in manifest else ShardFormat()
+    except TypeError as e:
+        raise ShardFormatError(f"manifest format {manifest.get('format')!r}: {e}") from None
+    if fmt.encoding not in (*EXTENSIONS, "raw") or fmt.compression not in ("gzip", "none"):
+        raise ShardFormatError(f"manifest format {manifest['format']!r}: unknown encoding or compression")
+    return fmt
 
 
 def _grouped(files):
