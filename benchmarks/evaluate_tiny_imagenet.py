@@ -34,6 +34,19 @@ COLUMNS = ["fid", "lpips", "ssim", "psnr", "psnr_ab", "uiqi", "l1", "colorfulnes
            "cim", "omega"]
 
 
+def tiny_imagenet_shards(zip_path: Path, out: Path) -> tuple[dict, Path]:
+    """The mini set fetched from its file:// URL (checksum verified) and sharded in out/shards
+    (kept between runs): the `data` params and the shard folder."""
+    data = {"source": "tiny-imagenet", "url": zip_path.as_uri(),
+            "sha256": hashlib.sha256(zip_path.read_bytes()).hexdigest()}
+    shards = out / "shards"
+    if not (shards / "manifest.json").exists():
+        cfg = DataParams(**data)
+        fetch_source(cfg, out / "raw", out / "downloads")
+        write_shards(cfg, out / "raw", shards, progress=False)
+    return data, shards
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zip", default=str(ROOT.parent / "shared/datasets/tiny-imagenet-200-mini.zip"))
@@ -46,13 +59,7 @@ def main(argv=None) -> None:
     times = {}
 
     start = time.perf_counter()
-    data = {"source": "tiny-imagenet", "url": zip_path.as_uri(),
-            "sha256": hashlib.sha256(zip_path.read_bytes()).hexdigest()}
-    shards = out / "shards"
-    if not (shards / "manifest.json").exists():
-        cfg = DataParams(**data)
-        fetch_source(cfg, out / "raw", out / "downloads")
-        write_shards(cfg, out / "raw", shards, progress=False)
+    data, shards = tiny_imagenet_shards(zip_path, out)
     times["fetch + shard"] = time.perf_counter() - start
 
     params = parse_params({"data": data, "train": {"iters": args.iters}})

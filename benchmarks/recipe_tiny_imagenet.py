@@ -18,20 +18,18 @@ one markdown table with the iterations each run reached, and the two questions o
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
-from colorray.config import DataParams, parse_params
-from colorray.data.shards import write_shards
-from colorray.data.sources import fetch_source
+from colorray.config import parse_params
 from colorray.evaluate import evaluate
 from colorray.models.files import save_generator
 from colorray.real_classifier import train_real_classifier
 from colorray.train.loop import train_local
+from evaluate_tiny_imagenet import tiny_imagenet_shards  # benchmarks/ is on the path of its scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {"cgan": {"preset": "000-cgan"}, "wgan": {"preset": "000-wgan"},
@@ -48,13 +46,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     out, zip_path = Path(args.out).resolve(), Path(args.zip).resolve()
-    data = {"source": "tiny-imagenet", "url": zip_path.as_uri(),
-            "sha256": hashlib.sha256(zip_path.read_bytes()).hexdigest()}
-    shards = out / "shards"
-    if not (shards / "manifest.json").exists():
-        cfg = DataParams(**data)
-        fetch_source(cfg, out / "raw", out / "downloads")
-        write_shards(cfg, out / "raw", shards, progress=False)
+    data, shards = tiny_imagenet_shards(zip_path, out)
     extra = {"evaluate": {"max_images": 96}, "classifier": {"epochs": 1, "max_train_images": 512}} if args.quick else {}
 
     params, done = {}, {}
