@@ -5,8 +5,10 @@
   eval/metrics.json, eval/samples.png, eval/diversity.png, eval/report.html; records an MLflow
   evaluation run linked to the training run; logs each candidate's test metrics to its
   LoggedModel and registers each as a version of `colorray`; moves `models:/colorray@champion`
-  to the model chosen by evaluate.select_by if it beats the gray baseline on that metric (a
-  person may move it to another version in the MLflow UI: colorize and serve follow the alias).
+  to the best model on evaluate.select_by among those that pass the promotion tests (`select`:
+  beat gray on that metric, lose at most max_psnr_loss_db of PSNR and max_ssim_loss of SSIM to
+  gray); a person may move it to another version in the MLflow UI: colorize and serve follow
+  the alias.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def test_skimage_holds_out_whole_photos(skimage_shards):
                     assert meta["split"] == tar.name.split("-")[0]
                     splits.setdefault(meta["label"], set()).add(meta["split"])
     assert all(len(s) == 1 for s in splits.values()), splits  # no photo in two splits
-    assert {p for p, s in SKIMAGE_PHOTOS.items() if s == "test"} == {p for p, s in splits.items() if s == {"test"}}
+    assert splits == {photo: {split} for photo, split in SKIMAGE_PHOTOS.items()}  # every bundled photo, where it belongs
     assert manifest["splits"]["train"]["count"] > 2000 and not manifest["dropped"]
 
 

@@ -153,13 +153,35 @@ def get_source(name: str) -> Source:
 
 # ---- skimage: the embedded default ---------------------------------------------------------
 
-# The color photographs bundled with scikit-image (no download). Whole photos are held out
-# for val and test, so no val/test pixel is ever seen in training.
+# Color photographs of everyday scenes that ship inside packages colorray already installs (no
+# download): scikit-image's, two of scikit-learn's (CC BY 2.0, sklearn/datasets/images/README.txt)
+# and matplotlib's portrait of Grace Hopper (a U.S. Navy photo, public domain). scikit-image's
+# scientific images (hubble_deep_field, immunohistochemistry, retina) are left out: their stain
+# and false colors taught the demo colors that real photos do not have. Whole photos are held
+# out for val and test, so no val/test pixel is ever seen in training.
 SKIMAGE_PHOTOS = {
-    "astronaut": "train", "hubble_deep_field": "train", "immunohistochemistry": "train",
-    "retina": "train", "rocket": "train", "stereo_motorcycle": "train",
+    "astronaut": "train", "rocket": "train", "stereo_motorcycle": "train",
+    "china": "train", "flower": "train", "grace_hopper": "train",
     "chelsea": "val", "coffee": "test",
 }
+
+
+def bundled_photo(photo: str) -> dict[str, np.ndarray]:
+    """One bundled photo as {view name: RGB uint8 array}; the stereo pair is two views of one scene."""
+    if photo in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+        return {"": load_sample_image(f"{photo}.jpg")}
+    if photo == "grace_hopper":
+        from matplotlib.cbook import get_sample_data
+        with get_sample_data("grace_hopper.jpg") as f, Image.open(f) as img:
+            return {"": np.asarray(img.convert("RGB"))}
+    import skimage.data
+    arrays = getattr(skimage.data, photo)()
+    if photo == "stereo_motorcycle":  # (left, right, disparity)
+        return {"left": arrays[0], "right": arrays[1]}
+    return {"": arrays}
+
+
 # Crop sides as fractions of the photo's short side, on a half-overlapping grid, each also
 # mirrored: a few thousand multi-scale training views from eight photographs.
 SKIMAGE_CROP_DIVISORS = (1, 2, 3, 4, 6)
@@ -182,19 +204,15 @@ class SkimageSource(Source):
     study = "embedded default (no network)"
 
     def fetch(self, cfg, raw, downloads):
-        import skimage.data
-
         for photo, split in SKIMAGE_PHOTOS.items():
-            arrays = getattr(skimage.data, photo)()
-            if photo == "stereo_motorcycle":  # (left, right, disparity): two views, one group
-                arrays = {"left": arrays[0], "right": arrays[1]}
-            else:
-                arrays = {"": arrays}
-            for view, arr in arrays.items():
+            for view, arr in bundled_photo(photo).items():
                 out = raw / split / (f"{photo}_{view}.png" if view else f"{photo}.png")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(arr).save(out)
-        return {"files": [{"name": f"skimage.data.{p}", "url": None, "verified": True}
+        origin = {"china": "sklearn.datasets.load_sample_image('china.jpg')",
+                  "flower": "sklearn.datasets.load_sample_image('flower.jpg')",
+                  "grace_hopper": "matplotlib.cbook.get_sample_data('grace_hopper.jpg')"}
+        return {"files": [{"name": origin.get(p, f"skimage.data.{p}"), "url": None, "verified": True}
                           for p in SKIMAGE_PHOTOS]}
 
     def list_items(self, raw, cfg):
