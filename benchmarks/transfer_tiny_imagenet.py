@@ -22,6 +22,7 @@ from pathlib import Path
 from colorray.config import parse_params
 from colorray.evaluate import evaluate
 from colorray.metrics import classifier as clf
+from colorray.models.files import load_generator, save_generator
 from evaluate_tiny_imagenet import tiny_imagenet_shards  # benchmarks/ is on the path of its scripts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +41,12 @@ def main(argv=None) -> None:
     data, shards = tiny_imagenet_shards(Path(args.zip).resolve(), out)
     params = parse_params({"data": data, "evaluate": {"max_images": args.max_images}})
     clf.save_unavailable("not measured by this benchmark", out / "no-classifier.pt")
+    for name in ("generator.pt", "baseline.pt"):  # copies without their links into the project's MLflow store
+        G, p, meta = load_generator(models / name)
+        links = ("run_id", "model_uri", "iter")
+        save_generator(G, p, meta.get("iter", 0), out / name, **{k: v for k, v in meta.items() if k not in links})
     start = time.perf_counter()
-    s = evaluate(params, shards, models / "generator.pt", models / "baseline.pt", out / "no-classifier.pt",
+    s = evaluate(params, shards, out / "generator.pt", out / "baseline.pt", out / "no-classifier.pt",
                  out / "eval", out, log=lambda m: None)
     rows = {"gray": s["models"]["gray"], "reconstruction (models/baseline.pt)": s["models"]["reconstruction"],
             "GAN (models/generator.pt)": s["models"]["gan"]}
