@@ -41,15 +41,16 @@ def main(argv=None) -> None:
     data, shards = tiny_imagenet_shards(Path(args.zip).resolve(), out)
     params = parse_params({"data": data, "evaluate": {"max_images": args.max_images}})
     clf.save_unavailable("not measured by this benchmark", out / "no-classifier.pt")
-    for name in ("generator.pt", "baseline.pt"):  # copies without their links into the project's MLflow store
+    # Copies without the links to the project's MLflow runs and models (this one records into --out).
+    for name in ("generator.pt", "baseline.pt"):
         G, p, meta = load_generator(models / name)
         links = ("run_id", "model_uri", "iter")
         save_generator(G, p, meta.get("iter", 0), out / name, **{k: v for k, v in meta.items() if k not in links})
     start = time.perf_counter()
     s = evaluate(params, shards, out / "generator.pt", out / "baseline.pt", out / "no-classifier.pt",
                  out / "eval", out, log=lambda m: None)
-    rows = {"gray": s["models"]["gray"], "reconstruction (models/baseline.pt)": s["models"]["reconstruction"],
-            "GAN (models/generator.pt)": s["models"]["gan"]}
+    rows = {"gray": s["models"]["gray"], "reconstruction (baseline.pt)": s["models"]["reconstruction"],
+            "GAN (generator.pt)": s["models"]["gan"]}
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"{s['reference']['test_images']} Tiny-ImageNet test images; {time.perf_counter() - start:.0f} s\n")
     print("| model | " + " | ".join(COLUMNS) + " |")
