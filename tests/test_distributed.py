@@ -39,8 +39,11 @@ def _project_params(tmp_path, **sections):
 
 
 def _train_cmd(tmp_path, params, shards):
+    # --best '': the project's tune/best_params.yaml (whatever the last `make run` chose, e.g.
+    # n_critic 2) must not change what these tests train.
     return [sys.executable, "-m", "colorray.cli", "train", "--params", str(params), "--shards", str(shards),
-            "--root", str(tmp_path), "--models", str(tmp_path / "models"), "--metrics", str(tmp_path / "metrics")]
+            "--root", str(tmp_path), "--models", str(tmp_path / "models"), "--metrics", str(tmp_path / "metrics"),
+            "--best", ""]
 
 
 def _statuses(tmp_path):
