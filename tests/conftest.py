@@ -2,9 +2,12 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +22,100 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Ray Train's controller polls its workers every 2 s, and each ray.train.report waits for that
 # poll; the tests report every few iterations, so they poll faster (subprocesses inherit it).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-# `auto` precision runs as it does for users (probe, then cache), with a cache of this session's
-# own: no result of an earlier session or of the user's runs decides what a test measures.
-# Subprocesses (dvc repro, Ray workers) inherit it.
-_CACHE = tempfile.mkdtemp(prefix="colorray-test-cache-")
-os.environ["COLORRAY_CACHE_DIR"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+# The suite is hermetic: everything it (and every process it starts: dvc, Ray, MLflow) would
+# keep in HOME, ~/.cache, ~/.config or Ray's /tmp/ray goes to a folder of this session's own,
+# removed at the end. Nothing of the user's is read (no ~/.ray/auth_token, no cluster address,
+# no tracking server) and nothing is left there. Short path: Ray's socket paths live under it
+# and must stay under 108 bytes.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))
+for _name in ("home", "ray", "cache"):
+    (SESSION_DIR / _name).mkdir()
+os.environ.update({
+    "HOME": str(SESSION_DIR / "home"),
+    "XDG_CACHE_HOME": str(SESSION_DIR / "home" / ".cache"),
+    "XDG_CONFIG_HOME": str(SESSION_DIR / "home" / ".config"),
+    "XDG_DATA_HOME": str(SESSION_DIR / "home" / ".local" / "share"),
+    "RAY_TMPDIR": str(SESSION_DIR / "ray"),
+    # `auto` precision runs as it does for users (probe, then cache), with a cache of this
+    # session's own: no result of an earlier session or of the user's runs decides what a test
+    # measures.
+    "COLORRAY_CACHE_DIR": str(SESSION_DIR / "cache"),
+})
+for _name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "MLFLOW_TRACKING_URI",
+              "MLFLOW_REGISTRY_URI", "TORCH_HOME"):
+    os.environ.pop(_name, None)
+
+
+# Hypothesis keeps no example database (it would write .hypothesis/ into the project).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("colorray", database=None)
+_hypothesis_settings.load_profile("colorray")
+
+
+def processes_under(folder: Path) -> list:
+    """This user's processes whose command line or environment names `folder`: the Ray
+    processes started with their temp dir there (RAY_TMPDIR is inherited by all of them)."""
+    import psutil
+
+    key, found = str(folder), []
+    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
+        if proc.pid == os.getpid() or proc.info["uids"] is None or proc.info["uids"].real != os.getuid():
+            continue
+        try:
+            if key in " ".join(proc.info["cmdline"] or ()) or key in proc.environ().get("RAY_TMPDIR", ""):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def end_processes_under(folder: Path, timeout: float = 15) -> None:
+    """End, by pid, exactly the processes `processes_under(folder)` finds: SIGTERM, then SIGKILL
+    what is left after `timeout` s. Never `ray stop` (it ends every Ray process of the user)."""
+    import psutil
+
+    procs = processes_under(folder)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+def _end_session():
+    end_processes_under(SESSION_DIR)
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+atexit.register(_end_session)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A Ray process the suite started and did not end is a failure of the suite (reported
+    here; atexit then ends it by pid)."""
+    left = processes_under(SESSION_DIR)
+    if left:
+        names = ", ".join(f"{p.pid} {p.name()}" for p in left)
+        session.config.get_terminal_writer().line(f"processes the suite started are still running: {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 now (the OS picks them)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
 
 needs_tiny_imagenet = pytest.mark.skipif(
     not TINY_IMAGENET_MINI.exists(),
@@ -74,27 +165,38 @@ def serve_folder(folder, log: list | None = None):
         server.server_close()
 
 
+def ray_env(root: Path) -> dict:
+    """The environment of a Ray cluster kept in `root`: a HOME of its own (where
+    `ray get-auth-token --generate` writes the cluster's token), Ray's temp dir there, token
+    authentication. The driver uses the same HOME, so it reads the same token."""
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    return {**RAY_ENV, "HOME": str(root / "home"), "RAY_TMPDIR": str(root), "RAY_AUTH_MODE": "token"}
+
+
 @contextlib.contextmanager
 def loopback_cluster(nodes: int = 2, cpus: int = 1):
     """A Ray cluster of `nodes` nodes on 127.0.0.1 started with `ray start`, as on real
-    machines; yields the environment a driver needs to join it (RAY_ADDRESS). Every node and
-    the driver must agree on authentication: token mode, with the token Ray keeps in
-    ~/.ray/auth_token on this machine (a real cluster copies it to each node)."""
-    port = 6390 + os.getpid() % 50
-    cluster_env = {**RAY_ENV, "RAY_AUTH_MODE": "token"}
+    machines; yields the environment a driver needs to join it (RAY_ADDRESS). Its own token
+    (generated in its own HOME), temp dir and free ports; it ends only its own processes."""
+    root = Path(tempfile.mkdtemp(prefix="c", dir=SESSION_DIR / "ray"))
+    env = ray_env(root)
     ray_bin = str(Path(sys.executable).parent / "ray")
+    port, dashboard, client = free_ports(3)
     try:
+        r = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and (root / "home/.ray/auth_token").is_file(), r.stderr[-2000:]
         for i in range(nodes):
             # The head keeps its dashboard (on loopback): Ray Train V2 removes a finished run's
             # placement group through it; without it a sweep's later trials never get CPUs.
-            role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={port + 100}"]
-                    if i == 0 else [f"--address=127.0.0.1:{port}"])
+            role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                     f"--ray-client-server-port={client}"] if i == 0 else [f"--address=127.0.0.1:{port}"])
             r = subprocess.run([ray_bin, "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
-                                "--disable-usage-stats"], env=cluster_env, capture_output=True, text=True, timeout=120)
+                                "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        yield {**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
+        end_processes_under(root)
 
 
 @pytest.fixture(autouse=True)
