@@ -104,6 +104,39 @@ def test_repro_then_noop_then_only_the_affected_stages(project):
     assert _ran(out) == ["init", "classifier", "evaluate"]
     assert "Stage 'train' didn't change, skipping" in out
     assert json.loads((proj / "eval/metrics.json").read_text())["gan"]["images"] == 64
+    _check_a_fresh_clone_runs_its_own_sweep(proj, env)
+
+
+def _check_a_fresh_clone_runs_its_own_sweep(proj, env):
+    """What was committed (dvc.lock, tune/best_params.yaml) and a clone of it: the clone has no
+    MLflow store and no tune/sweep.json (this machine's record of the sweep, git-ignored), so its
+    `dvc repro` runs the sweep, into its own store: one parent run and one nested run per trial.
+    The tuned values stay visible to `dvc params diff` and `dvc exp show` there."""
+    from mlflow import MlflowClient
+
+    assert _sh(["git", "check-ignore", "tune/sweep.json"], proj, env).strip() == "tune/sweep.json"
+    _sh(["git", "add", "-A"], proj, env)
+    _sh(["git", "commit", "-qm", "the results of a run"], proj, env)
+    clone = proj.parent / "clone"
+    _sh(["git", "clone", "-q", str(proj), str(clone)], proj.parent, env)
+    assert not (clone / "tune/sweep.json").exists() and not (clone / "mlflow.db").exists()
+    out = _sh(["dvc", "repro", "tune"], clone, env)
+    assert "Running stage 'tune'" in out
+    record = json.loads((clone / "tune/sweep.json").read_text())
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("colorray").experiment_id
+    (parent,) = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune'")
+    assert parent.info.run_id == record["parent_run_id"] and parent.info.status == "FINISHED"
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    num_samples = yaml.safe_load((clone / "params.yaml").read_text())["tune"]["num_samples"]
+    assert len(children) == num_samples == len(record["trial_run_ids"])
+    assert sorted(c.info.run_id for c in children) == record["trial_run_ids"]
+    best = yaml.safe_load((clone / "tune/best_params.yaml").read_text())
+    diff = _json(["dvc", "params", "diff", "--all", "--json"], clone, env)["tune/best_params.yaml"]
+    assert diff["gan.l1_weight"]["new"] == best["gan"]["l1_weight"]
+    shown = _json(["dvc", "exp", "show", "--json"], clone, env)
+    workspace = next(row for row in shown if row["rev"] == "workspace")
+    assert workspace["data"]["params"]["tune/best_params.yaml"]["data"]["gan"] == best["gan"]
 
 
 def _json(cmd, cwd, env):

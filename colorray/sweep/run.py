@@ -38,6 +38,7 @@ from colorray.metrics.registry import LOWER, better
 from colorray.sweep.search import DistinctOptunaSearch
 from colorray.sweep.space import Knob, OptunaSpace, grid_points, parse_space, trial_raw
 from colorray import tracking
+from colorray.redact import redact
 from colorray.tracking import log_params, setup_mlflow
 from colorray.train import init_from
 from colorray.train.worker import init_ray, torch_trainer, worker_config
@@ -49,6 +50,7 @@ from colorray.train.worker import init_ray, torch_trainer, worker_config
 # drivers on the head node, where Ray's own drivers run.
 DRIVER_RESOURCES = {"CPU": 0, "node:__internal_head__": 0.001}
 STARTS = "trial-starts.jsonl"  # one line per trial start, in the sweep folder (local storage)
+SWEEP_RECORD = "sweep.json"  # out/: the MLflow sweep run this machine's store holds (not committed)
 KNOB_PREFIX = "knob/"  # results.csv columns of the searched values
 NOT_SAMPLED = ""  # a knob that does not apply to the trial's objective
 MODE = "min"  # trials are ranked lowest score first (ranking_metric checks the metric agrees)
@@ -415,6 +417,7 @@ def disabled(out: Path) -> dict:
                       "# tune.enabled is false: no search was run; the train stage uses params.yaml as it is.\n{}\n")
     write_text_atomic(out / "results.csv", "trial_id,outcome,iter,ranked_by,score\n")
     _plot([], {}, "no sweep", out / "metric_vs_knobs.png")
+    write_text_atomic(out / SWEEP_RECORD, json.dumps({"enabled": False}, indent=2) + "\n")
     return {"enabled": False}
 
 
@@ -495,6 +498,11 @@ def run_sweep(base: dict, params: Params, shards: str | Path, root: Path, out: P
     for f in ("best_params.yaml", "results.csv", "metric_vs_knobs.png"):
         client.log_artifact(parent, str(out / f), artifact_path="tune")
     client.set_terminated(parent, "FINISHED")
+    # Where this machine's record of the sweep is: the one output that is not committed, so a
+    # fresh clone (whose MLflow store has no sweep) runs the stage instead of skipping it.
+    write_text_atomic(out / SWEEP_RECORD, json.dumps(
+        {"sweep": name, "tracking_uri": redact(tracking_uri), "parent_run_id": parent,
+         "trial_run_ids": sorted(r["mlflow_run_id"] for r in rows if r.get("mlflow_run_id"))}, indent=2) + "\n")
     trial_steps = sum(r["iters_run"] for r in rows)
     return {"name": name, "path": path, "restored": restored, "metric": metric, "best": best,
             "scheduler": {"asha": "ASHA", "sha": "successive halving"}.get(sweep.scheduler, "no scheduler"),
