@@ -74,6 +74,13 @@ def stride_of(G: nn.Module) -> int:
 
 
 MAX_RENDER_SIZE = 4096  # the generator's input short side: its activations grow with its square
+# What the generator may see, whatever the short side and the aspect ratio: a 16 x 8000 photo at
+# render size 4096 would otherwise ask for a 4096 x 2,048,000 input (33.5 GB of L alone).
+MAX_RENDER_PIXELS = MAX_RENDER_SIZE * MAX_RENDER_SIZE
+
+
+class RenderTooLarge(ValueError):
+    """The render shape a photo and render size ask for is over MAX_RENDER_PIXELS."""
 
 
 def render_shape(h: int, w: int, image_size: int, render_size: int | None = None, stride: int = 1) -> tuple[int, int]:
@@ -84,7 +91,13 @@ def render_shape(h: int, w: int, image_size: int, render_size: int | None = None
     if render_size is None:
         return image_size, image_size
     scale = render_size / min(h, w)
-    return tuple(max(stride, round(side * scale / stride) * stride) for side in (h, w))
+    shape = tuple(max(stride, round(side * scale / stride) * stride) for side in (h, w))
+    if shape[0] * shape[1] > MAX_RENDER_PIXELS:
+        raise RenderTooLarge(
+            f"a {w}x{h} photo at render size {render_size} would be rendered at {shape[1]}x{shape[0]} "
+            f"({shape[0] * shape[1] / 1e6:,.1f} megapixels), over the limit of {MAX_RENDER_PIXELS / 1e6:.1f} "
+            f"megapixels; use a smaller render size (or none: the training size)")
+    return shape
 
 
 def model_input(L: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -250,6 +263,11 @@ def colorize_files(G: nn.Module, image_size: int, files: list[tuple[Path, Path]]
         try:
             rgb = decode_image(read_image_file(src, follow_links=True))
         except BadImage as e:
+            failed[str(src)] = str(e)
+            continue
+        try:
+            render_shape(*rgb.shape[:2], image_size, render_size, stride_of(G))
+        except RenderTooLarge as e:
             failed[str(src)] = str(e)
             continue
         held = sum(im.shape[0] * im.shape[1] for _, im in pending)

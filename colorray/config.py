@@ -111,6 +111,7 @@ class DataParams(_Section):
     shard_max_mb: float = Field(gt=0.0, le=4096.0)
     shards_url: Optional[str]  # None: the shard stage's folder; else where training reads them
     max_extract_gb: float = Field(gt=0.0)
+    max_download_bytes: int = Field(gt=0)  # a download stops with an error past this size
 
     @field_validator("image_size")
     @classmethod
@@ -263,6 +264,7 @@ class LoaderParams(_Section):
 
     num_workers: int = Field(ge=0, le=64)
     shuffle_buffer: int = Field(ge=0)  # samples mixed across chunks before batching
+    flip: bool  # training batches: each image mirrored left-right with probability 1/2
 
 
 class MetricsParams(_Section):

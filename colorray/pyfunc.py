@@ -29,7 +29,7 @@ import mlflow
 import numpy as np
 
 import colorray
-from colorray.colorize import MAX_RENDER_SIZE, colorize
+from colorray.colorize import MAX_RENDER_SIZE, RenderTooLarge, colorize, render_shape, stride_of
 from colorray.data.decode import BadImage, decode_image as decode, image_size
 from colorray.images import encode
 from colorray.models.files import load_generator
@@ -120,16 +120,26 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
             render = render_size(params)
         except RequestError as e:  # MLflow's scoring server answers an MlflowException with its HTTP code
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+
+        def checked(images: list[np.ndarray]) -> list[np.ndarray]:
+            """Refuse (400) before any work when a render shape is over MAX_RENDER_PIXELS."""
+            try:
+                for im in images:
+                    render_shape(*im.shape[:2], self.image_size, render, stride_of(self.G))
+            except RenderTooLarge as e:
+                raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+            return images
+
         if isinstance(model_input, np.ndarray):
-            return colorize(self.G, model_input, self.image_size, render_size=render)
+            return colorize(self.G, checked([model_input])[0], self.image_size, render_size=render)
         if isinstance(model_input, (bytes, bytearray)):  # an image file's bytes -> a PNG file's bytes
-            rgb = colorize(self.G, decode_image(model_input), self.image_size, render_size=render)
+            rgb = colorize(self.G, checked([decode_image(model_input)])[0], self.image_size, render_size=render)
             return base64.b64decode(encode_png(rgb))
         import pandas as pd
 
         if isinstance(model_input, pd.DataFrame) and "image" in model_input.columns:
             try:
-                images = decode_rows(list(model_input["image"]))
+                images = checked(decode_rows(list(model_input["image"])))
             except RequestError as e:
                 raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
             return pd.DataFrame({"image": [encode_png(colorize(self.G, im, self.image_size, render_size=render))

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param
 
 from colorray.data.storage import location, read_bytes
+from colorray.redact import redact
 from colorray.config import Params, flatten
 
 EXPERIMENT = "colorray"
@@ -49,7 +50,9 @@ def setup_mlflow(root: Path) -> tuple[str, str]:
 
 
 def log_params(client, run_id: str, params: Params) -> None:
-    items = [Param(k, str(v)) for k, v in flatten(params.model_dump(mode="json")).items()]
+    """Every parameter, as the run's params, with credentials in URLs and pipe: commands
+    redacted (colorray.redact): the MLflow store is read by everyone who can open the UI."""
+    items = [Param(k, str(redact(v))) for k, v in flatten(params.model_dump(mode="json")).items()]
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=items[i:i + 100])
 
@@ -106,9 +109,9 @@ def shards_dataset(shards: str | Path):
     with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         try:  # a folder, https://, s3://, gs://
-            source = resolve_dataset_source(loc)
+            source = resolve_dataset_source(redact(loc))
         except MlflowException:  # pipe:<command>: MLflow has no source type for it
-            source = CodeDatasetSource(tags={"location": loc})
+            source = CodeDatasetSource(tags={"location": redact(loc)})
     return MetaDataset(source, name=f"{json.loads(manifest).get('source', 'data')} shards",
                        digest=hashlib.sha256(manifest).hexdigest()[:16])
 

@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import json
 import threading
 
 import pytest
@@ -34,17 +35,14 @@ def test_wrong_checksum_is_refused_and_nothing_is_left_under_the_final_name(tmp_
     assert not dest.exists() and not dest.with_name("x.bin.part").exists()
 
 
-def test_file_url_download_resumes_from_a_partial_file(tmp_path):
+def test_a_file_url_copy_starts_again_instead_of_joining_a_stale_part(tmp_path):
+    """A local copy is cheap to redo, and its file may have changed since the .part was written."""
     src = tmp_path / "src.bin"
     src.write_bytes(PAYLOAD)
     dest = tmp_path / "x.bin"
-    # A previous, interrupted download left the first 300 kB.
-    dest.with_name("x.bin.part").write_bytes(PAYLOAD[:300_000])
-    assert download(src.as_uri(), dest, SHA, progress=False).read_bytes() == PAYLOAD
-    dest.unlink()
-    dest.with_name("x.bin.part").write_bytes(b"\xff" * 300_000)
-    with pytest.raises(ChecksumError):  # proves the partial bytes were kept, not re-fetched
-        download(src.as_uri(), dest, SHA, progress=False)
+    dest.with_name("x.bin.part").write_bytes(b"\xff" * 300_000)  # bytes of an older version
+    dest.with_name("x.bin.part.json").write_text(json.dumps({"url": src.as_uri(), "validator": None}))
+    assert download(src.as_uri(), dest, progress=False).read_bytes() == PAYLOAD  # no checksum: still whole
 
 
 def test_missing_file_url_names_the_path(tmp_path):
@@ -85,8 +83,10 @@ def http_url():
 
 
 def test_http_download_resumes_with_a_range_request(tmp_path, http_url):
+    """No version from the server, but a checksum that the joined file must match: resumed."""
     dest = tmp_path / "x.bin"
     dest.with_name("x.bin.part").write_bytes(PAYLOAD[:123_456])
+    dest.with_name("x.bin.part.json").write_text(json.dumps({"url": http_url, "validator": None}))
     assert download(http_url, dest, SHA, progress=False).read_bytes() == PAYLOAD
     assert _RangeHandler.requests == ["bytes=123456-"]
     # A verified file under the final name is reused: no second request.
@@ -183,6 +183,7 @@ def test_a_416_is_complete_only_when_the_size_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "_OPENER", Opener())
     dest = tmp_path / "x.bin"
     dest.with_name("x.bin.part").write_bytes(b"\0" * (len(PAYLOAD) + 10))  # not a prefix of the file
+    dest.with_name("x.bin.part.json").write_text(json.dumps({"url": "https://example.invalid/x.bin", "validator": None}))
     assert download("https://example.invalid/x.bin", dest, SHA, progress=False).read_bytes() == PAYLOAD
     assert calls == [f"bytes={len(PAYLOAD) + 10}-", None]
 
@@ -213,3 +214,94 @@ def test_every_registry_url_is_https_and_checksums_are_claimed_only_where_they_e
     assert all(f.checksum is None for f in SOURCES["coco2017"].files)  # COCO publishes none
     assert all(f.checksum for name in ("tiny-imagenet", "places365", "colorized-mnist", "celeba")
                for f in SOURCES[name].files)
+
+
+# ---- downloads that cannot splice two versions, and cannot fill the disk ------------------------
+
+class _NoValidatorHandler(http.server.BaseHTTPRequestHandler):
+    """A server that names no version of its file (no ETag, no Last-Modified) and honours Range;
+    `body` is what it serves now, `cut` how many bytes it sends before dropping the connection."""
+
+    body = PAYLOAD
+    cut: int | None = None
+    seen: list = []
+
+    def do_GET(self):
+        rng = self.headers.get("Range")
+        self.seen.append((rng, self.headers.get("If-Range")))
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        body = self.body[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body if self.cut is None else body[:self.cut])
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def no_validator_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoValidatorHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _NoValidatorHandler.seen, _NoValidatorHandler.cut, _NoValidatorHandler.body = [], None, PAYLOAD
+    yield f"http://127.0.0.1:{server.server_address[1]}/data.bin"
+    server.shutdown()
+    server.server_close()
+
+
+def test_without_a_version_or_a_checksum_an_interrupted_download_starts_again(tmp_path, no_validator_url):
+    """1 MB of the old file + 1 MB of the new one was published before: now the whole new file."""
+    from colorray.data.download import IncompleteDownload
+
+    dest = tmp_path / "x.bin"
+    _NoValidatorHandler.cut = len(PAYLOAD) // 2
+    with pytest.raises(IncompleteDownload, match="starts again"):
+        download(no_validator_url, dest, progress=False)
+    new = bytes(reversed(PAYLOAD))  # the file changes on the server meanwhile
+    _NoValidatorHandler.body, _NoValidatorHandler.cut = new, None
+    assert download(no_validator_url, dest, progress=False).read_bytes() == new
+    assert _NoValidatorHandler.seen[-1] == (None, None)  # no Range: from byte 0
+
+
+def test_a_download_past_max_download_bytes_stops_and_leaves_nothing(tmp_path, no_validator_url):
+    from colorray.data.download import DownloadTooLarge
+
+    dest = tmp_path / "x.bin"
+    with pytest.raises(DownloadTooLarge, match="announces 1,048,576 bytes, over data.max_download_bytes"):
+        download(no_validator_url, dest, progress=False, max_bytes=100_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class _EndlessHandler(http.server.BaseHTTPRequestHandler):
+    """No Content-Length, and bytes until the client hangs up."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"\0" * 65536)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_endless_response_is_cut_at_max_download_bytes(tmp_path):
+    from colorray.data.download import DownloadTooLarge
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DownloadTooLarge, match="more than data.max_download_bytes .3,000,000. bytes"):
+            download(f"http://127.0.0.1:{server.server_address[1]}/x", tmp_path / "x.bin", progress=False,
+                     max_bytes=3_000_000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -50,7 +50,7 @@ def test_manifest_accounts_for_every_input_and_matches_the_tars(skimage_shards):
             assert _check_tar_complete(skimage_shards / sh["name"], m["image_size"]) == sh["count"]
             assert (skimage_shards / sh["name"]).stat().st_size == sh["bytes"]
     assert sorted(p.name for p in skimage_shards.iterdir()) == sorted(
-        [sh["name"] for s in m["splits"].values() for sh in s["shards"]] + ["manifest.json"])
+        [sh["name"] for s in m["splits"].values() for sh in s["shards"]] + ["manifest.json", ".colorray-output"])
 
 
 def test_raw_shards_hold_chunks(tmp_path, skimage_shards):
@@ -100,7 +100,9 @@ def test_shard_stage_killed_halfway_leaves_only_complete_shards_and_reruns_ident
     assert not out.exists()  # the output folder never exists half-written
     for tar in finished:  # every shard under its final name is complete
         _check_tar_complete(tar)
-    assert all(p.name.endswith(".tmp") for p in stage.iterdir() if not p.name.endswith(".tar.gz"))
+    # besides them: temp files, and the marker that makes the staging folder colorray's
+    assert all(p.name.endswith(".tmp") or p.name == ".colorray-output"
+               for p in stage.iterdir() if not p.name.endswith(".tar.gz"))
 
     rerun = _run_shard(params, raw, out)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()
@@ -166,7 +168,7 @@ def test_a_swap_killed_between_its_renames_is_finished_by_the_next_run(tmp_path,
         write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
     monkeypatch.undo()
     assert not out.exists() and (tmp_path / "shards.old").exists()
-    atomic.recover_dir(out)  # what every stage does first (a reader that finds no output, too)
+    atomic.recover_dir(out, "shards")  # what every stage does first
     assert read_manifest(out) == before and not (tmp_path / "shards.old").exists()
     write_shards(DataParams(image_size=32, shard_max_mb=0.2), raw, out, progress=False)
     assert read_manifest(out)["params"]["shard_max_mb"] == 0.2

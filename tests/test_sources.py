@@ -58,7 +58,7 @@ def test_tiny_imagenet_layout(tmp_path):
     assert m["splits"]["train"]["count"] == 10  # official train is the training split
     assert m["splits"]["val"]["count"] + m["splits"]["test"]["count"] == 6  # official val held out
     assert m["labels"] == ["n01", "n02"]
-    assert any("unlabeled" in s for s in m["ignored"])
+    assert not any("test" in p.parts for p in (tmp_path / "raw").rglob("*"))  # the official test/ never extracted
     assert m["provenance"]["files"][0]["verified"] is True
 
 

@@ -3,10 +3,13 @@
 A download lands in ``<name>.part`` and is renamed to its final name only when it is
 complete (as long as the server said: Content-Length / Content-Range) and its checksum
 matched, so a file under the final name is always whole and, with a checksum, verified. A
-transfer that ends early raises `IncompleteDownload` and keeps the ``.part``: the next run
-resumes it with a Range request whose If-Range names the version it started (the server's
-ETag or Last-Modified), so bytes of two versions of a file are never joined. For file://
-the copy continues at the same offset.
+transfer that ends early raises `IncompleteDownload` and keeps the ``.part``. The next run
+resumes it only when the bytes of two versions of a file cannot be joined unnoticed: with a
+Range request whose If-Range names the version it started (the server's ETag or
+Last-Modified), or, when the server gave neither, with a checksum that the whole file must then
+match. Otherwise (and always for file:// copies) it starts again from byte 0. A download
+stops with an error as soon as it passes `max_bytes` (data.max_download_bytes), whatever the
+server announced.
 
 Only https and file:// URLs are fetched (plain http only from this machine: a local mirror,
 the tests); a redirect may not leave https. Hand-written rather than pooch: pooch neither
@@ -105,15 +108,11 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 def _open(url: str, offset: int, validator: str | None):
     """Return (stream, total size or None, offset to write at, validator of this version)."""
-    if url.startswith("file://"):
+    if url.startswith("file://"):  # a local copy: always whole (a changed file is never spliced)
         src = _local_path(url)
         if not src.is_file():
             raise DownloadError(f"{url}: no such file {src}")
-        f = open(src, "rb")
-        size = src.stat().st_size
-        offset = offset if offset <= size else 0
-        f.seek(offset)
-        return f, size, offset, None
+        return open(src, "rb"), src.stat().st_size, 0, None
     req = urllib.request.Request(url, headers={"User-Agent": "colorray"})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
@@ -148,8 +147,33 @@ def _open(url: str, offset: int, validator: str | None):
     return resp, (int(length) if length is not None else None), 0, version
 
 
-def download(url: str, dest: Path, checksum: str | None = None, progress: bool = True) -> Path:
-    """Download `url` to `dest`, resuming a partial ``dest.part``; verify `checksum` if given.
+DEFAULT_MAX_BYTES = 64_000_000_000  # data.max_download_bytes's default: the largest source is ~25 GB
+
+
+class DownloadTooLarge(DownloadError):
+    """The response is (or announced itself) larger than data.max_download_bytes."""
+
+
+def _resume_state(part: Path, meta: Path, url: str, checksum: str | None) -> tuple[int, str | None]:
+    """(offset, validator) to resume `part` from, or (0, None) to start over: only a .part of
+    this URL whose version the server named (If-Range), or one the checksum will check."""
+    if not part.exists():
+        return 0, None
+    try:
+        record = json.loads(meta.read_text()) if meta.exists() else {}
+    except (OSError, ValueError):
+        record = {}
+    same_url = record.get("url") == url
+    validator = record.get("validator") if same_url else None
+    if validator or (same_url and checksum is not None):
+        return part.stat().st_size, validator
+    return 0, None
+
+
+def download(url: str, dest: Path, checksum: str | None = None, progress: bool = True,
+             max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+    """Download `url` to `dest`, resuming a partial ``dest.part`` when that is safe (see the
+    module's docstring); verify `checksum` if given; stop past `max_bytes`.
 
     `checksum` is "sha256:<hex>" (or "md5:<hex>" for registry entries whose publishers only
     give md5). A file already at `dest` that matches is reused without any transfer.
@@ -163,20 +187,36 @@ def download(url: str, dest: Path, checksum: str | None = None, progress: bool =
         dest.unlink()  # stale or corrupt copy under the final name: fetch again
     part = dest.with_name(dest.name + ".part")
     meta = dest.with_name(dest.name + ".part.json")  # the version the .part holds bytes of
-    offset = part.stat().st_size if part.exists() else 0
-    validator = json.loads(meta.read_text()).get("validator") if offset and meta.exists() else None
+    offset, validator = _resume_state(part, meta, url, checksum)
+    try:
+        return _transfer(url, dest, part, meta, checksum, progress, max_bytes, offset, validator)
+    except DownloadTooLarge:
+        part.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        raise
+
+
+def _transfer(url, dest, part, meta, checksum, progress, max_bytes, offset, validator) -> Path:
     stream, total, offset, version = _open(url, offset, validator)
     if stream is not None:
-        if version:
-            write_text_atomic(meta, json.dumps({"url": url, "validator": version}))
+        if total is not None and total > max_bytes:
+            stream.close()
+            raise DownloadTooLarge(f"{url}: the server announces {total:,} bytes, over data.max_download_bytes "
+                                   f"({max_bytes:,}); raise it in params.yaml if this file is right")
+        write_text_atomic(meta, json.dumps({"url": url, "validator": version}))
         with stream, open(part, "r+b" if offset else "wb") as out:
             out.seek(offset)
             out.truncate()
             bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                        desc=dest.name, disable=not progress)
+            written = offset
             try:
                 with bar:
                     for block in iter(lambda: stream.read(CHUNK), b""):
+                        written += len(block)
+                        if written > max_bytes:  # an endless or lying response: stop before the disk fills
+                            raise DownloadTooLarge(f"{url}: more than data.max_download_bytes ({max_bytes:,}) "
+                                                   "bytes; stopped and deleted the partial file")
                         out.write(block)
                         bar.update(len(block))
             except (OSError, http.client.HTTPException) as e:  # reset, timeout, bad chunking
@@ -190,7 +230,10 @@ def download(url: str, dest: Path, checksum: str | None = None, progress: bool =
     if total is not None and size != total:
         raise IncompleteDownload(
             f"{url}: {reason if stream is not None else 'incomplete'} after {size:,} of "
-            f"{total if total >= 0 else '?'} bytes; the bytes are kept in {part} and the next run resumes there")
+            f"{total if total >= 0 else '?'} bytes; the bytes are kept in {part} and the next run "
+            + ("resumes there" if version or validator or checksum else
+               "starts again (the server names no version of the file and no checksum is set, so "
+               "resuming could join two versions)"))
     mismatch = verify(part, checksum)
     if mismatch is not None:
         part.unlink()

@@ -18,8 +18,9 @@ are written in hash order, so the same inputs and parameters give byte-identical
 and the first N training samples are a uniform random subset (`data.dataset_size`).
 Atomicity: shards are written under temporary names inside a staging folder, renamed when
 complete; the staging folder replaces the output folder at the very end, manifest last
-(`replace_dir`: a swap killed half-way is finished by the next run). An output folder that
-holds no manifest.json is not colorray's and is never replaced.
+(`replace_dir`: a swap killed half-way is finished by the next run). An output folder without
+colorray's ownership marker (`.colorray-output`, kind "shards") is not colorray's: neither it
+nor a `.old`/`.partial` folder beside it is ever replaced or deleted.
 
 Reading (`read_shard`) goes through `colorray.data.storage`, so a shard folder can also be a
 URL, and `colorray.data.tarstream` (a USTAR reader several times faster than tarfile).
@@ -45,9 +46,10 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from colorray.atomic import check_replaceable, publish, recover_dir, replace_dir, write_json_atomic
-from colorray.config import DataParams
+from colorray.atomic import publish, replace_dir, staging_dir, write_json_atomic
+from colorray.config import IMAGE_SIZES, DataParams
 from colorray.data import storage
+from colorray.redact import redact
 from colorray.data.decode import BadImage, decode_image, mean_chroma, resize_center_crop
 from colorray.data.sources import PROVENANCE, Item, folder_file_problem, get_source
 from colorray.data.tarstream import ShardFormatError, members
@@ -327,14 +329,13 @@ class SplitWriter:
             self._tar = self._gz = self._file = None
 
 
+OWNER_KIND = "shards"  # the ownership marker's kind (colorray.atomic)
+
+
 def _staging(out: Path) -> Path:
-    """An empty staging folder beside `out`, after checking `out` may be replaced."""
-    recover_dir(out)
-    check_replaceable(out, MANIFEST)
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    return stage
+    """An empty staging folder `out.partial`, after checking that `out` (and any `.old` or
+    `.partial` beside it) is colorray's shard folder or absent."""
+    return staging_dir(out, ".partial", OWNER_KIND)
 
 
 def _publish(stage: Path, out: Path, manifest: dict, fmt: ShardFormat, shards: dict[str, list[dict]]) -> dict:
@@ -346,7 +347,7 @@ def _publish(stage: Path, out: Path, manifest: dict, fmt: ShardFormat, shards: d
         "splits": {s: {"count": sum(sh["count"] for sh in shards[s]), "shards": shards[s]} for s in SPLITS},
     })
     write_json_atomic(stage / MANIFEST, manifest, sort_keys=True)
-    replace_dir(stage, out)
+    replace_dir(stage, out, OWNER_KIND)
     return manifest
 
 
@@ -397,7 +398,7 @@ def write_shards(cfg: DataParams, raw: Path, out: Path, workers: int | None = No
     manifest = {
         "source": cfg.source,
         "provenance": json.loads(provenance_file.read_text()) if provenance_file.exists() else None,
-        "params": {k: getattr(cfg, k) for k in SHARD_PARAMS},
+        "params": {k: redact(getattr(cfg, k)) for k in SHARD_PARAMS},  # no credential of data.url
         "image_size": cfg.image_size,
         "inputs": len(listing.items),
         "outside_subset": len(listing.items) - len(in_subset),
@@ -437,7 +438,7 @@ def convert_shards(src: str | Path, out: Path, cfg: DataParams, progress: bool =
     manifest = {k: v for k, v in old.items() if k not in ("version", "format", "kept", "splits")}
     manifest["params"] = {**old["params"], **{k: getattr(cfg, k) for k in
                                               ("encoding", "jpeg_quality", "compression", "shard_max_mb")}}
-    manifest["converted_from"] = {"location": loc, "manifest_sha256": hashlib.sha256(old_bytes).hexdigest()}
+    manifest["converted_from"] = {"location": redact(loc), "manifest_sha256": hashlib.sha256(old_bytes).hexdigest()}
     return _publish(stage, out, manifest, fmt, shards)
 
 
@@ -450,7 +451,44 @@ def parse_manifest(data: bytes, where: str) -> dict:
         version = manifest.get("version") if isinstance(manifest, dict) else None
         raise ShardFormatError(f"{where}: manifest version {version}, expected {MANIFEST_VERSION}; "
                                "re-run the shard stage")
+    check_manifest(manifest, where)
     return manifest
+
+
+MAX_SAMPLES = 1 << 31  # per split: far above any dataset here, far below what would overflow a plan
+
+
+def check_manifest(manifest: dict, where: str) -> None:
+    """A manifest may come from a URL: what the readers rely on is checked before any shard is
+    opened. The image size is one the config allows (a reader decodes images of that size and
+    refuses others), every split lists plain shard names with sample counts that add up."""
+    def bad(what: str):
+        raise ShardFormatError(f"{where}: {what}; not a manifest colorray wrote (re-run the shard stage)")
+
+    size = manifest.get("image_size")
+    if isinstance(size, bool) or size not in IMAGE_SIZES:
+        bad(f"image_size {size!r} is not one of {', '.join(map(str, IMAGE_SIZES))}")
+    shard_format(manifest)
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or set(splits) != set(SPLITS):
+        bad(f"splits {sorted(splits) if isinstance(splits, dict) else splits!r}, expected {', '.join(SPLITS)}")
+    for split, entry in splits.items():
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        count = entry.get("count") if isinstance(entry, dict) else None
+        if not isinstance(shards, list) or not _count_ok(count):
+            bad(f"split {split!r} has no shard list or a bad count ({count!r})")
+        total = 0
+        for sh in shards:
+            name = sh.get("name") if isinstance(sh, dict) else None
+            if not isinstance(name, str) or not storage.is_plain_name(name) or not _count_ok(sh.get("count")):
+                bad(f"split {split!r}: shard entry {sh!r} needs a plain file name and a sample count")
+            total += sh["count"]
+        if total != count:
+            bad(f"split {split!r}: its shards hold {total:,} samples, its count says {count:,}")
+
+
+def _count_ok(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SAMPLES
 
 
 def read_manifest(shards: str | Path) -> dict:
@@ -475,8 +513,10 @@ def shard_format(manifest: dict) -> ShardFormat:
     return fmt
 
 
-def _grouped(files):
-    """webdataset's samples: consecutive members that share a key (the name up to its first dot)."""
+def _grouped(files, wanted: tuple[str, ...], where: str):
+    """webdataset's samples: consecutive members that share a key (the name up to its first
+    dot). Only the `wanted` extensions are kept (others are read past and dropped), and each at
+    most once: a shard from a URL cannot make a reader hold many images under one key."""
     key, sample = None, {}
     for name, data in files:
         k, _, ext = name.partition(".")
@@ -484,9 +524,18 @@ def _grouped(files):
             yield key, sample
             sample = {}
         key = k
+        if ext not in wanted:
+            continue
+        if ext in sample:
+            raise ShardFormatError(f"{where}: sample {k!r} has more than one .{ext} member; refused")
         sample[ext] = data
     if sample:
         yield key, sample
+
+
+# The largest member a shard may hold, by encoding: a raw chunk of 4,096 images at 256 px is
+# 805 MB; one encoded image of at most 256 x 256 px (or its JSON) is far below 16 MiB.
+MAX_ENCODED_MEMBER_BYTES = 16 << 20
 
 
 def read_shard(loc: str, manifest: dict, name: str, start: int = 0, stop: int | None = None):
@@ -497,7 +546,11 @@ def read_shard(loc: str, manifest: dict, name: str, start: int = 0, stop: int | 
     where = storage.file_url(loc, name)
     with storage.open_file(loc, name) as f:
         stream = gzip.GzipFile(fileobj=f, mode="rb") if fmt.compression == "gzip" else f
-        samples = _grouped(members(stream, where))
+        if fmt.encoding == "raw":
+            samples = _grouped(members(stream, where), ("npy", "json"), where)
+        else:
+            samples = _grouped(members(stream, where, max_member=MAX_ENCODED_MEMBER_BYTES),
+                               (EXTENSIONS[fmt.encoding], "json"), where)
         try:
             if fmt.encoding == "raw":
                 yield from _raw_blocks(samples, size, where, start, stop)

@@ -26,7 +26,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from colorray.atomic import check_replaceable, recover_dir, replace_dir, write_json_atomic
+from colorray.redact import redact
+from colorray.atomic import OWNER_MARKER, replace_dir, staging_dir, write_json_atomic
 from colorray.config import DataParams
 from colorray.data.archive import extract
 from colorray.data.decode import IMAGE_EXTENSIONS, MAX_FILE_BYTES
@@ -58,10 +59,11 @@ class Listing:
 
 
 PROVENANCE = "SOURCE.json"  # written by fetch_source next to the data
+OWNER_KIND = "raw"  # the ownership marker's kind (colorray.atomic)
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (PROVENANCE, OWNER_MARKER))
 
 
 def _is_image(p: Path) -> bool:
@@ -121,9 +123,9 @@ class Source(abc.ABC):
         for f, url, checksum in self.resolve(cfg):
             # The cache name includes the URL, so a changed data.url never reuses a stale file.
             tag = hashlib.sha1(url.encode()).hexdigest()[:10]
-            local = download(url, downloads / f"{tag}-{f.name}", checksum)
+            local = download(url, downloads / f"{tag}-{f.name}", checksum, max_bytes=cfg.max_download_bytes)
             self.unpack(f, local, raw, cfg)
-            record.append({"name": f.name, "url": url, "checksum": checksum,
+            record.append({"name": f.name, "url": redact(url), "checksum": checksum,
                            "verified": checksum is not None})
         return {"files": record}
 
@@ -279,6 +281,12 @@ class TinyImageNetSource(Source):
     study = "000 (Standard GAN vs WGAN)"
     files = (RemoteFile("tiny-imagenet-200.zip", "https://cs231n.stanford.edu/tiny-imagenet-200.zip",
                         "md5:90528d7ca1a48142e341f4ef8d21d0de"),)
+
+    def unpack(self, f, local, raw, cfg):
+        # The official test/ folder is reserved for held-out evaluation: never extracted here
+        # (every member is still checked), so nothing downstream can read it.
+        extract(local, raw / f.name.split(".")[0], max_bytes=int(cfg.max_extract_gb * 1e9),
+                select=lambda name: "test" not in name.replace("\\", "/").split("/")[:-1])
 
     def list_items(self, raw, cfg):
         items, ignored = [], []
@@ -483,11 +491,7 @@ class ColorizedMnistSource(Source):
 def fetch_source(cfg: DataParams, raw: Path, downloads: Path) -> dict:
     """Run a source's fetch into a fresh `raw` folder, atomically (temp name, then rename)."""
     raw, downloads = Path(raw), Path(downloads)
-    recover_dir(raw)
-    check_replaceable(raw, PROVENANCE)
-    tmp = raw.with_name(raw.name + ".fetching")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(raw, ".fetching", OWNER_KIND)  # refuses a `raw` (or .old/.fetching) that is not colorray's
     try:
         record = get_source(cfg.source).fetch(cfg, tmp, downloads)
         record = {"source": cfg.source, **record}
@@ -495,5 +499,5 @@ def fetch_source(cfg: DataParams, raw: Path, downloads: Path) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_dir(tmp, raw)
+    replace_dir(tmp, raw, OWNER_KIND)
     return record

@@ -52,20 +52,30 @@ def location(where: str | Path) -> str:
             raise StorageError(f"{where}: a pipe: location needs {{name}} where the file name goes, "
                                "e.g. pipe:aws s3 cp s3://bucket/shards/{name} -")
         return where
+    # fsspec chains transports with "::" (simplecache::http://host/...): the scheme that
+    # matters is the one each link really uses, so every link is checked, not just the first.
+    for link in where.split("::"):
+        parsed = urllib.parse.urlparse(link)
+        scheme = parsed.scheme.lower()
+        if scheme in ("http", "ftp") and parsed.hostname not in LOOPBACK_HOSTS:
+            chained = f" (its link {link})" if link != where else ""
+            raise StorageError(f"{where}: plain {scheme} is refused except to this machine{chained}; serve the "
+                               "shards over https or from object storage (s3://, gs://)")
     parsed = urllib.parse.urlparse(where)
-    scheme = parsed.scheme.lower()
-    if scheme == "http" and parsed.hostname not in LOOPBACK_HOSTS:
-        raise StorageError(f"{where}: plain http is refused except to this machine; serve the shards "
-                           "over https or from object storage (s3://, gs://)")
-    if scheme == "file":
+    if parsed.scheme.lower() == "file":
         return str(Path(urllib.parse.unquote(parsed.path)).resolve())
     return where.rstrip("/") + "/"
+
+
+def is_plain_name(name: str) -> bool:
+    """A file name without a folder, a leading dot or "..": what a manifest may name."""
+    return bool(_FILE_NAME.fullmatch(name)) and ".." not in name
 
 
 def file_url(loc: str, name: str) -> str:
     """The URL or path of the file `name` at `loc`. `name` comes from a manifest that may have
     travelled over a network: only a plain file name is accepted."""
-    if not _FILE_NAME.fullmatch(name) or ".." in name:
+    if not is_plain_name(name):
         raise StorageError(f"{loc}: {name!r} is not a plain file name (a manifest entry?); refused")
     if loc.startswith("pipe:"):
         return loc.replace("{name}", name)

@@ -47,9 +47,9 @@ def _octal(field: bytes) -> int:
     return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
 
 
-def members(stream: BinaryIO, where: str) -> Iterator[tuple[str, bytes]]:
+def members(stream: BinaryIO, where: str, max_member: int = MAX_MEMBER_BYTES) -> Iterator[tuple[str, bytes]]:
     """(name, data) of each regular file in the tar `stream`, in order; `where` names the shard
-    in errors."""
+    in errors; a member over `max_member` bytes is refused before it is read."""
     r = _Reader(stream)
     while True:
         at = r.offset
@@ -76,9 +76,9 @@ def members(stream: BinaryIO, where: str) -> Iterator[tuple[str, bytes]]:
         if header[156:157] not in (b"0", b"\0"):
             raise ShardFormatError(f"{where}: member {name!r} is not a regular file (type "
                                    f"{header[156:157]!r}); refused")
-        if size > MAX_MEMBER_BYTES:
+        if size > max_member:
             raise ShardFormatError(f"{where}: member {name!r} claims {size:,} bytes (over "
-                                   f"{MAX_MEMBER_BYTES:,}); refused")
+                                   f"{max_member:,}); refused")
         data = r.read(size)
         padding = r.read(-size % BLOCK)
         if len(data) < size or len(padding) < -size % BLOCK:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from colorray.redact import redact_tree
 from colorray.atomic import torch_save_atomic
 from colorray.config import Params, parse_params
 from colorray.models import build_generator
@@ -25,7 +26,8 @@ def save_generator(G: nn.Module, params: Params, iters: int, path: str | Path, D
     (train.init_from); colorizing reads G only."""
     state = {k: v.contiguous() for k, v in G.state_dict().items()}
     extra = {"D": {k: v.contiguous() for k, v in D.items()}} if D is not None else {}
-    torch_save_atomic({"format": GENERATOR_FORMAT, "params": params.model_dump(mode="json"), "G": state,
+    # The file travels (MLflow artifacts, the registry): no credential of a data URL in it.
+    torch_save_atomic({"format": GENERATOR_FORMAT, "params": redact_tree(params.model_dump(mode="json")), "G": state,
                        "iter": iters, **extra, **meta}, path)
 
 
