@@ -22,11 +22,16 @@ def baseline_params(params: Params) -> Params:
     return parse_params(raw, origin="the baseline's parameters")
 
 
-def train_baseline(params: Params, shards: str | Path, out: Path, log: Callable[[str], None] = print) -> dict:
-    """Train the reconstruction-only generator in this process and save it to `out`."""
+def train_baseline(params: Params, shards: str | Path, out: Path, log: Callable[[str], None] = print,
+                   work: Path | None = None) -> dict:
+    """Train the reconstruction-only generator in this process and save it to `out`. With
+    `work`, its checkpoints stay there and a rerun resumes from them (a run of hours)."""
     bp = baseline_params(params)
-    with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
-        trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
+    if work is not None:
+        trainer = train_local(bp, shards, work, resume=True, log=log, log_every=25)
+    else:
+        with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
+            trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
     val, _ = validate(trainer.G, shards, "cpu")
     save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
                    precision=trainer.precision.tags())

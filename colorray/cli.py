@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best", default="tune/best_params.yaml", help="tuned values, as for train")
     p.add_argument("--shards", default=None, help=SHARDS_HELP)
     p.add_argument("--out", default="models/baseline.pt")
+    p.add_argument("--work", default=None, metavar="DIR",
+                   help="keep checkpoints here and resume from them (a long run); default: a temp folder")
     p.set_defaults(run="colorray.commands.baseline:run")
 
     p = sub.add_parser("classifier", help="train the classifier of the classifier metrics (DVC stage 'classifier')")

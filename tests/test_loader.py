@@ -116,3 +116,15 @@ def test_each_pass_is_a_new_epoch_also_in_persistent_workers(skimage_shards):
     resumed = make_loader(skimage_shards, "train", 64, num_workers=2)
     resumed.dataset.set_epoch(1)  # resuming at epoch 1 replays epoch 1's order
     assert [k for b in resumed for k in b["key"]] == second
+
+
+def test_flip_mirrors_about_half_the_images_and_nothing_else(skimage_shards):
+    """loader.flip: the same samples in the same order; each image either as stored or mirrored
+    left-right, about half of them mirrored."""
+    plain = next(iter(make_loader(skimage_shards, "train", 256, num_workers=0, seed=5)))
+    flipped = next(iter(make_loader(skimage_shards, "train", 256, num_workers=0, seed=5, flip=True)))
+    assert plain["key"] == flipped["key"]
+    same = [torch.equal(a, b) for a, b in zip(plain["rgb"], flipped["rgb"])]
+    mirrored = [torch.equal(a.flip(1), b) for a, b in zip(plain["rgb"], flipped["rgb"])]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 0.35 < sum(m and not s for s, m in zip(same, mirrored)) / len(same) < 0.65

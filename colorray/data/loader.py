@@ -116,7 +116,7 @@ class ShardStream(IterableDataset):
 
     def __init__(self, shards: str | Path, split: str, batch_size: int, *, rank: int = 0,
                  world_size: int = 1, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 dataset_size: int | None = None, shuffle_buffer: int = 2048):
+                 dataset_size: int | None = None, shuffle_buffer: int = 2048, flip: bool = False):
         self.location = storage.location(shards)  # a URL, or absolute: Ray workers run elsewhere
         self.manifest = read_manifest(self.location)
         if split not in self.manifest["splits"]:
@@ -126,6 +126,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
         self.dataset_size, self.shuffle_buffer = dataset_size, shuffle_buffer
+        self.flip = flip  # augmentation: each sample mirrored left-right with probability 1/2
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -167,7 +168,11 @@ class ShardStream(IterableDataset):
             cut = len(images) if final else n_full * self.batch_size
             for b in range(0, cut, self.batch_size):
                 idx = order[b:b + self.batch_size]
-                yield {"rgb": torch.from_numpy(images[idx]), "key": [keys[i] for i in idx],
+                batch = images[idx]  # a copy (fancy indexing): mirroring it leaves the buffer as is
+                if self.flip:
+                    mirrored = rng.random(len(idx)) < 0.5
+                    batch[mirrored] = batch[mirrored, :, ::-1]
+                yield {"rgb": torch.from_numpy(batch), "key": [keys[i] for i in idx],
                        "label": [labels[i] for i in idx]}
                 emitted += 1
             rest = order[cut:]

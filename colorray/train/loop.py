@@ -101,7 +101,7 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
             init_from.apply(trainer, init_from.load(weights), log)
     t, loading = params.train, params.loader
     loader = make_loader(shards, "train", t.batch_size, num_workers=loading.num_workers, seed=t.seed,
-                         dataset_size=params.data.dataset_size, shuffle_buffer=loading.shuffle_buffer,
+                         dataset_size=params.data.dataset_size, shuffle_buffer=loading.shuffle_buffer, flip=loading.flip,
                          pin_memory=torch.device(device).type == "cuda")
     stream = batch_stream(loader, trainer.data_position)
     stop, first = min(t.iters, max_iters or t.iters), trainer.iter

@@ -89,6 +89,7 @@ def train_loop_per_worker(config: dict) -> None:
     loader = make_loader(config["shards"], "train", local_batch, rank=rank, world_size=world,
                          num_workers=params.loader.num_workers, seed=t.seed,
                          dataset_size=params.data.dataset_size, shuffle_buffer=params.loader.shuffle_buffer,
+                         flip=params.loader.flip,
                          pin_memory=device.type == "cuda")
     stream = batch_stream(loader, trainer.data_position)
     client = MlflowClient(config["tracking_uri"]) if rank == 0 else None
