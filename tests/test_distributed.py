@@ -22,7 +22,7 @@ from colorray.data.shards import read_manifest
 from conftest import RAY_ENV as ENV
 from conftest import ROOT, loopback_cluster, serve_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
 
 def _project_params(tmp_path, **sections):

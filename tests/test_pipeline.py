@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dag")]
 
 
 def _sh(cmd, cwd, env):
@@ -29,7 +29,7 @@ def project(tmp_path):
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     dest = tmp_path / "project"
     for f in filter(None, files):
-        if (ROOT / f).is_file():
+        if (ROOT / f).is_file() and not f.startswith("base/"):  # base/: the base model's own pipeline
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest / f)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import RAY_ENV, ROOT, SESSION_DIR, end_processes_under, free_ports, processes_under
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
 MARK = "<!-- cluster-commands:"
 

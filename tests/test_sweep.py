@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, loopback_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
 TINY = {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3}
 
