@@ -236,7 +236,10 @@ class _NoValidatorHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body if self.cut is None else body[:self.cut])
+        try:
+            self.wfile.write(body if self.cut is None else body[:self.cut])
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (a size cap)
+            pass
         self.close_connection = True
 
     def log_message(self, *args):
