@@ -22,7 +22,7 @@ from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
 from colorray.data.decode import IMAGE_EXTENSIONS, BadImage, decode_image
 from colorray.data.shards import read_image_file
 from colorray.images import array_to_uint8, encode, to_uint8
-from colorray.model_uri import download_weights, is_mlflow_uri
+from colorray.model_uri import builtin_weights, download_weights, is_mlflow_uri
 from colorray.models.files import generator_from_state, read_model_file
 
 
@@ -144,15 +144,18 @@ def colorize(G: nn.Module, image: np.ndarray, image_size: int, device="cpu", ren
 # ---- the `colorray colorize` command ------------------------------------------------------------
 
 def load_model(ref: str, device="cpu", tracking_uri: str | None = None) -> tuple[nn.Module, int]:
-    """(generator, its training image size) from a generator file, a training checkpoint, or an
-    MLflow model URI (`models:/colorray@champion`, `models:/colorray/<version>`,
-    `models:/<model_id>`) in `tracking_uri`'s store (None: MLflow's current one). Only tensors
-    are loaded, from every kind of source (colorray.model_uri)."""
+    """(generator, its training image size) from the model that ships with colorray
+    (`builtin:base`), a generator file, a training checkpoint, or an MLflow model URI
+    (`models:/colorray@champion`, `models:/colorray/<version>`, `models:/<model_id>`) in
+    `tracking_uri`'s store (None: MLflow's current one). Only tensors are loaded, from every
+    kind of source (colorray.model_uri); fp16 weights are loaded into the fp32 generator."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="colorray-model-") as tmp:
         if is_mlflow_uri(ref):
             path = download_weights(ref, Path(tmp), tracking_uri)
+        elif ref.startswith("builtin:"):
+            path = builtin_weights(ref)
         else:
             path = Path(ref)
             if not path.is_file():

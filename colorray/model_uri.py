@@ -20,8 +20,23 @@ import os
 from pathlib import Path
 
 
+BASE_MODEL = "builtin:base"  # the colorizer that ships inside the package (colorray/weights/)
+BASE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "base.pt"
+
+
 def is_mlflow_uri(ref: str) -> bool:
     return ref.startswith(("models:/", "runs:/"))
+
+
+def builtin_weights(ref: str, what: str = "--model") -> Path:
+    """The file of a model that ships with colorray (`builtin:base`), or a clear error."""
+    if ref != BASE_MODEL:
+        raise ValueError(f"{what} {ref}: unknown built-in model; the one colorray ships is {BASE_MODEL}")
+    if not BASE_WEIGHTS.is_file():
+        raise FileNotFoundError(f"{what} {ref}: this installation has no {BASE_WEIGHTS} (a source checkout "
+                                "without it, or a build that left package data out); reinstall colorray, or "
+                                "pass another model: a generator .pt or models:/colorray@champion")
+    return BASE_WEIGHTS
 
 
 @contextlib.contextmanager

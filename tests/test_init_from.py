@@ -160,3 +160,31 @@ def test_train_local_starts_from_the_model_too(source, tmp_path, skimage_shards)
     trainer = train_local(params, skimage_shards, tmp_path / "run", log=lines.append)
     assert trainer.iter == 1 and any("G and D from the starting model" in m for m in lines)
     assert json.loads((tmp_path / "run" / "init.json").read_text())["init_from"] == str(gen)
+
+
+def test_the_builtin_base_model_is_a_starting_model_and_a_colorizer(source, tmp_path, monkeypatch):
+    """builtin:base names the fp16 generator file that ships in colorray/weights/: the init stage
+    and colorize both read it (fp16 tensors into the fp32 generator); without the file, the
+    error says what is missing and what to pass instead."""
+    import colorray.model_uri as model_uri
+    from colorray.colorize import load_model
+    from colorray.models.files import read_model_file
+
+    src, gen, _ = source
+    shipped = tmp_path / "weights" / "base.pt"
+    shipped.parent.mkdir()
+    model = read_model_file(gen)
+    save_generator(src.G.half(), model.params, 7, shipped, kind="base")
+    src.G.float()
+    monkeypatch.setattr(model_uri, "BASE_WEIGHTS", shipped)
+    run, record, _, _ = _start("builtin:base", tmp_path)
+    assert record["init_from"] == "builtin:base" and record["uri"] == "builtin:base"
+    assert all(torch.allclose(v, src.G.state_dict()[k].half().float()) for k, v in run.G.state_dict().items()
+               if v.is_floating_point())
+    G, size = load_model("builtin:base")
+    assert size == 32 and next(G.parameters()).dtype == torch.float32
+    monkeypatch.setattr(model_uri, "BASE_WEIGHTS", tmp_path / "absent.pt")
+    with pytest.raises(FileNotFoundError, match="has no .*absent.pt.*reinstall colorray, or pass another model"):
+        load_model("builtin:base")
+    with pytest.raises(ValueError, match="unknown built-in model"):
+        load_model("builtin:other")

@@ -29,7 +29,7 @@ from torch import nn
 
 from colorray.atomic import torch_save_atomic, write_json_atomic
 from colorray.config import Params, flatten, parse_params
-from colorray.model_uri import describe, download_weights, is_mlflow_uri
+from colorray.model_uri import builtin_weights, describe, download_weights, is_mlflow_uri
 from colorray.models.files import read_model_file
 
 INIT_FORMAT = "colorray-init-1"
@@ -57,6 +57,9 @@ def resolve(ref: str | None, models_dir: Path, tracking_uri: str | None = None) 
             if is_mlflow_uri(ref):
                 info = describe(ref, tracking_uri, what=WHAT)  # the alias read once: the version downloaded
                 path = download_weights(info["resolved_uri"], Path(tmp), tracking_uri, what=WHAT)
+            elif ref.startswith("builtin:"):  # the model that ships with colorray
+                path = builtin_weights(ref, what=WHAT)
+                info = {"uri": ref}
             else:
                 path = Path(ref).expanduser()
                 if not path.is_file():
