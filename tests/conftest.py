@@ -98,7 +98,9 @@ atexit.register(_end_session)
 def pytest_sessionfinish(session, exitstatus):
     """A Ray process the suite started and did not end is a failure of the suite (reported
     here; atexit then ends it by pid)."""
-    left = processes_under(SESSION_DIR)
+    import psutil
+
+    _, left = psutil.wait_procs(processes_under(SESSION_DIR), timeout=15)  # a Ray shutting down takes a moment
     if left:
         names = ", ".join(f"{p.pid} {p.name()}" for p in left)
         session.config.get_terminal_writer().line(f"processes the suite started are still running: {names}", red=True)
