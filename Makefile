@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv run test bench clean
+.PHONY: venv run test bench docs clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	python benchmarks/loader.py
+
+# The docs site (MkDocs + Material), the Reference pages generated from the code; a broken link fails.
+docs: $(STAMP)
+	mkdocs build --strict -d build/site
 
 clean:
 	rm -rf $(VENV) build *.egg-info
