@@ -125,8 +125,8 @@ def test_a_hostile_manifest_cannot_name_a_file_outside_the_shards(tmp_path, skim
     m = read_manifest(skimage_shards)
     m["splits"]["train"]["shards"][0]["name"] = "../../etc/passwd"
     (shards / "manifest.json").write_text(json.dumps(m))
-    with serve_folder(shards) as url:
-        with pytest.raises(storage.StorageError, match="'../../etc/passwd' is not a plain file name"):
+    with serve_folder(shards) as url:  # refused when the manifest is read, before any file is opened
+        with pytest.raises(ShardFormatError, match="'../../etc/passwd'} needs a plain file name"):
             list(make_loader(url, "train", 16, num_workers=0))
     m["splits"]["train"]["shards"][0]["name"] = "train-000000.tar.gz"
     m["format"] = {"encoding": "exe", "compression": "none", "jpeg_quality": None}
