@@ -167,36 +167,48 @@ def serve_folder(folder, log: list | None = None):
         server.server_close()
 
 
-def ray_env(root: Path) -> dict:
-    """The environment of a Ray cluster kept in `root`: a HOME of its own (where
-    `ray get-auth-token --generate` writes the cluster's token), Ray's temp dir there, token
-    authentication. The driver uses the same HOME, so it reads the same token."""
-    (root / "home").mkdir(parents=True, exist_ok=True)
-    return {**RAY_ENV, "HOME": str(root / "home"), "RAY_TMPDIR": str(root), "RAY_AUTH_MODE": "token"}
+README_CLUSTER_MARK = "<!-- cluster-commands:"
 
 
-@contextlib.contextmanager
-def loopback_cluster(nodes: int = 2, cpus: int = 1):
-    """A Ray cluster of `nodes` nodes on 127.0.0.1 started with `ray start`, as on real
-    machines; yields the environment a driver needs to join it (RAY_ADDRESS). Its own token
-    (generated in its own HOME), temp dir and free ports; it ends only its own processes."""
-    root = Path(tempfile.mkdtemp(prefix="c", dir=SESSION_DIR / "ray"))
-    env = ray_env(root)
-    ray_bin = str(Path(sys.executable).parent / "ray")
+def readme_cluster_commands() -> str:
+    """The sh block that follows the cluster-commands marker in README.md, as written there."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert README_CLUSTER_MARK in text, "README.md lost its cluster-commands block"
+    return re.compile(r"```sh\n(.*?)```", re.S).search(text, text.index(README_CLUSTER_MARK)).group(1)
+
+
+@pytest.fixture(scope="session")
+def readme_cluster():
+    """The cluster the cluster tests share (one per test session: starting one costs seconds of
+    both cores): started by the README's own cluster commands, as a new user runs them on a
+    fresh machine (an empty HOME, so no token yet), with both "nodes" on 127.0.0.1. The only
+    changes to the README's text: free ports instead of 6379 and the head's dashboard/client
+    defaults (another Ray on this machine may hold them), and one CPU per node (so work spread
+    over two CPUs lands on both nodes). Yields the driver's environment (RAY_ADDRESS, the
+    token's HOME), the commands' output, the cluster's folder and its port."""
+    commands = readme_cluster_commands()
+    root = Path(tempfile.mkdtemp(prefix="r", dir=SESSION_DIR / "ray"))  # the cluster's RAY_TMPDIR
+    home = root / "home"
+    home.mkdir()
     port, dashboard, client = free_ports(3)
+    script = (commands.replace("6379", str(port))
+              .replace("ray start --head", f"ray start --head --dashboard-port={dashboard} "
+                                           f"--ray-client-server-port={client} --num-cpus=1")
+              .replace("ray start --address", "ray start --num-cpus=1 --address"))
+    env = {k: v for k, v in RAY_ENV.items() if not k.startswith("RAY_AUTH")}
+    env.update({"HOME": str(home), "RAY_TMPDIR": str(root), "HEAD_IP": "127.0.0.1", "NODE_IP": "127.0.0.1",
+                "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
+    home_before = sorted(p.name for p in home.iterdir())
     try:
-        r = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, text=True,
-                           timeout=60)
-        assert r.returncode == 0 and (root / "home/.ray/auth_token").is_file(), r.stderr[-2000:]
-        for i in range(nodes):
-            # The head keeps its dashboard (on loopback): Ray Train V2 removes a finished run's
-            # placement group through it; without it a sweep's later trials never get CPUs.
-            role = (["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                     f"--ray-client-server-port={client}"] if i == 0 else [f"--address=127.0.0.1:{port}"])
-            r = subprocess.run([ray_bin, "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
-                                "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
-            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        # The commands, then the environment they leave for the driver (step 3 exports it).
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", f"{script}\nenv -0 > {root}/driver.env\n"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+        driver = dict(line.split("=", 1) for line in (root / "driver.env").read_text().split("\0") if "=" in line)
+        yield {"env": driver, "output": r.stdout + r.stderr, "root": root, "home": home, "port": port,
+               "home_before": home_before}
     finally:
         end_processes_under(root)
 

@@ -1,6 +1,7 @@
-"""Ray Train on a two-node loopback cluster: uneven shards, a killed worker; then, from that
-run, train.resume with Ctrl-C and a training that starts from its logged model
-(train.init_from), on a local Ray instance. Four tests examine the one cluster run.
+"""Ray Train on the two-node loopback cluster the README's commands start: uneven shards, a
+killed worker; then, from that run, train.resume with Ctrl-C and a training that starts from
+its logged model (train.init_from), on the same cluster (the local Ray instance that stages
+start without RAY_ADDRESS: test_pipeline.py, test_local_ray.py). Four tests examine the one cluster run.
 (Equivalence of 1 and 2 workers, and the local instance's listeners: test_local_ray.py.)
 """
 import glob
@@ -19,8 +20,7 @@ import yaml
 
 from colorray.data.loader import ShardStream
 from colorray.data.shards import read_manifest
-from conftest import RAY_ENV as ENV
-from conftest import ROOT, loopback_cluster, serve_folder
+from conftest import ROOT, serve_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
@@ -81,9 +81,10 @@ RUN_ITERS = 24
 
 
 @pytest.fixture(scope="session")  # built once even if another module's tests run in between
-def cluster_run(tmp_path_factory, uneven_shards):
+def cluster_run(tmp_path_factory, uneven_shards, readme_cluster):
     """One training run that the next three tests examine (a Ray Train run costs about a
-    minute here): 2 workers on a two-node loopback cluster, one per node (STRICT_SPREAD),
+    minute here): 2 workers on the two-node loopback cluster the README's commands started
+    (conftest's readme_cluster), one per node (STRICT_SPREAD),
     over an odd number of shards with the last nearly empty, which both nodes stream from a
     loopback HTTP server (as from object storage on a real cluster); the rank-1 worker process
     is killed (SIGKILL) once it has passed iteration 8 and a checkpoint exists. Returns the
@@ -93,8 +94,8 @@ def cluster_run(tmp_path_factory, uneven_shards):
     params = _project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
                              ray={"placement_strategy": "STRICT_SPREAD"})
     served = []
-    with serve_folder(uneven_shards, served) as url, loopback_cluster(nodes=2, cpus=1) as env:
-        proc = subprocess.Popen(_train_cmd(tmp_path, params, url), cwd=ROOT, env=env,
+    with serve_folder(uneven_shards, served) as url:
+        proc = subprocess.Popen(_train_cmd(tmp_path, params, url), cwd=ROOT, env=readme_cluster["env"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             deadline, killed = time.time() + 300, None
@@ -142,8 +143,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run
 
 
 def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_that(cluster_run, uneven_shards,
-                                                                                      tmp_path):
-    """train.resume on (a copy of) the finished run above, now on a local Ray instance: it
+                                                                                      tmp_path, readme_cluster):
+    """train.resume on (a copy of) the finished run above, on the same cluster: it
     starts from the run's final state, not from 0. Ctrl-C part-way: exit 130, nothing written;
     the same command again continues that run (its MLflow run, its last checkpoint)."""
     run_dir, _, returncode, out, _ = cluster_run
@@ -153,7 +154,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     generator_before = (tmp_path / "models" / "generator.pt").read_bytes()
     end = RUN_ITERS + 12
     params = _project_params(tmp_path, train={"iters": end, "resume": True})
-    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
+    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=readme_cluster["env"],
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
@@ -173,7 +174,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
     assert (tmp_path / "models" / "generator.pt").read_bytes() == generator_before  # nothing written
 
-    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=ENV,
+    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=readme_cluster["env"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the interrupted run" in r.stdout
@@ -190,7 +191,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
 
 
 def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_parent(cluster_run, uneven_shards,
-                                                                                     tmp_path):
+                                                                                     tmp_path, readme_cluster):
     """train.init_from = models:/<model_id> of the cluster run's model: the new run loads its G
     and D, logs that model's own val metrics at step 0 (the weights really loaded), is tagged
     with its parent, and may change any other parameter (here lr, iters, workers)."""
@@ -207,7 +208,7 @@ def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_pa
                              ray={"num_workers": 1, "report_every": 2, "eval_every": 4})
     cmd = _train_cmd(tmp_path, params, uneven_shards)
     cmd[cmd.index("--models") + 1] = str(tmp_path / "finetuned")
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, cwd=ROOT, env=readme_cluster["env"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "G and D from the starting model" in r.stdout + r.stderr
 

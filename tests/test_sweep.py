@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, loopback_cluster
+from conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
@@ -44,12 +44,12 @@ def _client(tmp_path):
     return client, client.get_experiment_by_name("colorray").experiment_id
 
 
-def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_path, skimage_shards):
-    """(The DVC test in test_pipeline.py checks that the train stage then uses the winner.)"""
+def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_path, skimage_shards, readme_cluster):
+    """On the cluster the README's commands started (two nodes of one CPU). (The DVC test in
+    test_pipeline.py checks that the train stage then uses the winner.)"""
     params = _params(tmp_path)
-    with loopback_cluster(nodes=2, cpus=1) as env:
-        r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=900)
+    r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=readme_cluster["env"],
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = _results(tmp_path)
 
