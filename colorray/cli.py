@@ -125,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run="colorray.commands.colorize:run")
 
+    p = sub.add_parser("export", help="write a generator as an ONNX file (dynamic batch, height and width) with a "
+                                      "JSON sidecar describing its pre- and post-processing")
+    p.add_argument("model", help="a generator .pt, a checkpoint.pt, or an MLflow URI (models:/...): then the .onnx is "
+                                 "also logged as an artifact of the model's run")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="the export format")
+    p.add_argument("-o", "--out", default="generator.onnx", help="the .onnx file to write (its sidecar: <out>.json)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of models:/ URIs")
+    p.add_argument("--opset", type=int, default=18, help="the ONNX opset to target (17 or later)")
+    p.set_defaults(run="colorray.commands.export:run")
+
     p = sub.add_parser("sources", help="list the dataset sources and their official URLs")
     p.set_defaults(run="colorray.commands.info:sources")
 
