@@ -103,12 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval", help="where metrics.json, report.html and the sample grids go")
     p.set_defaults(run="colorray.commands.evaluate:run")
 
-    p = sub.add_parser("colorize", help="colorize your photos (files, folders, globs) with a trained model")
-    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("-o", "--out", default="colorized", help="output folder (folder inputs keep their layout)")
+    p = sub.add_parser("colorize", help="colorize your photos and videos (files, folders, globs) with a trained model")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--out", default="colorized", help="output folder (folder inputs keep their layout); for "
+                   "one video, also a video file name (clip_color.mp4)")
     p.add_argument("--model", default="models:/colorray@champion",
                    help="a generator .pt, a checkpoint.pt, or an MLflow URI: models:/<name>@<alias>, "
-                        "models:/<name>/<version> or models:/<model_id>")
+                        "models:/<name>/<version> or models:/<model_id>; with --runtime onnx, a .onnx file "
+                        "from colorray export")
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
+                   help="run the generator with PyTorch or ONNX Runtime; auto: ONNX Runtime for a .onnx --model, "
+                        "PyTorch otherwise")
+    p.add_argument("--temporal", default="on", choices=["on", "off"],
+                   help="videos: keep each frame's colors consistent with the previous frame's along the optical "
+                        "flow (reset at scene cuts); off: every frame colorized on its own")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of models:/ URIs")
     p.add_argument("--format", default="png", choices=["png", "jpg", "webp", "tif"], help="output file format")
     p.add_argument("--side-by-side", action="store_true", help="write gray input | colorization")

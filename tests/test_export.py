@@ -113,6 +113,25 @@ def test_the_runtime_needs_neither_torch_nor_colorray(exported, tmp_path):
     assert got.shape == (90, 120, 3) and np.abs(got - expected).max() <= 1
 
 
+def test_colorize_with_runtime_onnx_writes_what_pytorch_writes(exported, tmp_path):
+    from PIL import Image
+
+    from colorray.cli import main
+
+    Image.fromarray(data.astronaut()[:120, :200]).save(tmp_path / "photo.png")
+    for runtime, model in (("onnx", exported["onnx"]), ("torch", exported["pt"])):
+        main(["colorize", str(tmp_path / "photo.png"), "-o", str(tmp_path / runtime), "--model", str(model),
+              "--runtime", runtime, "--quiet"])
+    a = np.asarray(Image.open(tmp_path / "onnx" / "photo.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "torch" / "photo.png")).astype(int)
+    # PyTorch runs in the precision `auto` measured fastest here (bf16 on some CPUs): close, not equal.
+    assert a.shape == b.shape == (120, 200, 3) and np.abs(a - b).mean() < 2.0
+    with pytest.raises(SystemExit) as e:  # dropout samples need PyTorch
+        main(["colorize", str(tmp_path / "photo.png"), "-o", str(tmp_path / "x"), "--model", str(exported["onnx"]),
+              "--samples", "2", "--quiet"])
+    assert e.value.code == 2
+
+
 def test_bad_files_are_refused_clearly(tmp_path):
     from colorray.cli import main
 
