@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	dvc repro
 
+# Two test processes (pytest-xdist): the Ray and DVC tests spend much of their time waiting on
+# process start-up; each process has its own HOME, Ray temp folder and clusters (tests/conftest.py).
 test: $(STAMP)
-	python -m pytest
+	python -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	python benchmarks/loader.py

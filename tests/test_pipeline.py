@@ -61,6 +61,7 @@ def _set_param(project_dir, key, value):
     p.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.timeout(1200)  # the whole DAG five times and a clone's sweep: minutes on 2 cores
 def test_repro_then_noop_then_only_the_affected_stages(project):
     """The whole DAG. Its first `dvc repro` is interrupted with Ctrl-C in the tune stage's
     successive-halving sweep (nothing written, tune still listed by `dvc status`); the next
