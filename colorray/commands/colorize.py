@@ -13,7 +13,7 @@ from colorray.video import colorize_videos, find_videos, is_video_path
 
 def runtime_of(runtime: str, model: str) -> str:
     """`--runtime auto`: ONNX Runtime for an exported .onnx file, PyTorch for everything else
-    (docs/benchmarks/onnx.md: neither is clearly faster on the CPUs measured)."""
+    (docs/benchmarks/onnx.md: neither is clearly faster on the CPU measured)."""
     if runtime == "auto":
         return "onnx" if model.lower().endswith(".onnx") else "torch"
     return runtime
