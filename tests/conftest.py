@@ -71,7 +71,7 @@ def processes_under(folder: Path) -> list:
     return found
 
 
-def end_processes_under(folder: Path, timeout: float = 15) -> None:
+def end_processes_under(folder: Path, timeout: float = 5) -> None:
     """End, by pid, exactly the processes `processes_under(folder)` finds: SIGTERM, then SIGKILL
     what is left after `timeout` s. Never `ray stop` (it ends every Ray process of the user)."""
     import psutil
