@@ -25,12 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
+    """Tiny tensors: one intra-op thread (conftest)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -36,11 +36,19 @@ def _snapshot(folder: Path) -> dict:
     return out
 
 
+def _eight_gib_address_space():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+
+
 def _colorray(*args, cwd):
+    """The command as a user runs it, under an 8 GiB address-space cap; it must answer within a
+    minute (a refusal takes seconds: the imports)."""
     if not (Path(cwd) / "params.yaml").exists():
         (Path(cwd) / "params.yaml").write_text("data:\n  source: skimage\n")
     return subprocess.run([sys.executable, "-m", "colorray.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=60, preexec_fn=_eight_gib_address_space)
 
 
 def _user_folder(path: Path, files: dict) -> dict:

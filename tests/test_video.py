@@ -23,12 +23,9 @@ SMALL = {"model": {"g_channels": 8, "g_channels_max": 16}}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
+    """Tiny tensors: one intra-op thread (conftest)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
