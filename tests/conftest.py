@@ -102,8 +102,8 @@ def pytest_sessionfinish(session, exitstatus):
 
     _, left = psutil.wait_procs(processes_under(SESSION_DIR), timeout=15)  # a Ray shutting down takes a moment
     if left:
-        names = ", ".join(f"{p.pid} {p.name()}" for p in left)
-        session.config.get_terminal_writer().line(f"processes the suite started are still running: {names}", red=True)
+        names = ", ".join(str(p.pid) for p in left)
+        print(f"\nprocesses the suite started are still running: {names}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
