@@ -7,7 +7,7 @@ How one video goes (`colorize_video`):
    of at most MAX_FRAME_PIXELS a frame, with a frame rate. Anything else is a `BadVideo`
    naming the file.
 2. The output is written to a hidden temporary name in the output folder
-   (`.clip.XXXX.partial.mp4`) and renamed to its real name only once it is complete; an error
+   (`.clip.<random>.partial.mp4`) and renamed to its real name only once it is complete; an error
    or Ctrl-C removes it. Nothing half-written ever carries the final name.
 3. Packets are read in file order (`demux`): audio packets are copied to the output as they are
    (remuxed, never re-encoded); video packets are decoded into frames.

@@ -1,4 +1,4 @@
-"""Screenshots of the MLflow UI as a person meets it, in headless Chromium (README, issue 17).
+"""Screenshots of the MLflow UI as a person meets it, in headless Chromium (for the README and docs).
 
     python docs/screenshots/take.py --store /path/to/project [--out docs/screenshots]
 
