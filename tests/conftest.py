@@ -55,20 +55,25 @@ _hypothesis_settings.load_profile("colorray")
 
 
 def processes_under(folder: Path) -> list:
-    """This user's processes whose command line or environment names `folder`: the Ray
-    processes started with their temp dir there (RAY_TMPDIR is inherited by all of them)."""
+    """This user's processes that belong to `folder`: those whose command line, environment or
+    open files name it (the Ray processes started with their temp dir there), and every
+    descendant of those. Ray's agents rename themselves (`ray::DashboardAgent`), which
+    overwrites both their command line and their environment in /proc: only their open log
+    files, or their parent raylet, still tie them to the folder."""
     import psutil
 
-    key, found = str(folder), []
+    key, found = str(folder), {}
     for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
         if proc.pid == os.getpid() or proc.info["uids"] is None or proc.info["uids"].real != os.getuid():
             continue
         try:
-            if key in " ".join(proc.info["cmdline"] or ()) or key in proc.environ().get("RAY_TMPDIR", ""):
-                found.append(proc)
+            if (key in " ".join(proc.info["cmdline"] or ()) or key in proc.environ().get("RAY_TMPDIR", "")
+                    or any(f.path.startswith(key) for f in proc.open_files())):
+                found[proc.pid] = proc
+                found.update((c.pid, c) for c in proc.children(recursive=True) if c.pid != os.getpid())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
-    return found
+    return list(found.values())
 
 
 def end_processes_under(folder: Path, timeout: float = 5) -> None:

@@ -48,3 +48,21 @@ def test_readme_cluster_commands_work_on_a_fresh_machine_and_train_on_two_nodes(
                        capture_output=True, text=True, timeout=180)
     assert r.returncode != 0 and "JOINED" not in r.stdout
     assert re.search(r"(?i)unauthenticated|invalid.*token|authentication", r.stdout + r.stderr), r.stderr[-2000:]
+
+
+def test_the_suite_finds_every_process_of_its_cluster(readme_cluster):
+    """What the suite ends at its close is what `processes_under` finds: the renamed agents
+    (`ray::DashboardAgent`, whose command line and environment no longer name the cluster's
+    folder) and the dashboard's children included, on both nodes."""
+    import psutil
+
+    from conftest import processes_under
+
+    found = {p.pid for p in processes_under(readme_cluster["root"])}
+    raylets = [p for p in psutil.process_iter(["pid", "name", "cmdline"])
+               if p.info["name"] == "raylet" and str(readme_cluster["root"]) in " ".join(p.info["cmdline"] or ())]
+    assert len(raylets) == 2
+    for raylet in raylets:
+        children = raylet.children(recursive=True)
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {" ".join(c.cmdline()).strip() for c in children}
+        assert {raylet.pid, *(c.pid for c in children)} <= found
