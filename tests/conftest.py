@@ -22,6 +22,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Ray Train's controller polls its workers every 2 s, and each ray.train.report waits for that
 # poll; the tests report every few iterations, so they poll faster (subprocesses inherit it).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# `make test` runs two pytest workers on two cores: each worker's torch (and the stages it
+# starts) gets its share of the cores, not all of them. Two workers each running two OpenMP
+# threads on two cores spin-wait on each other: the preset tests took twice as long that way.
+# (Ray Train workers set their own thread count, ray.cpus_per_worker.)
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 # The suite is hermetic: everything it (and every process it starts: dvc, Ray, MLflow) would
 # keep in HOME, ~/.cache, ~/.config or Ray's /tmp/ray goes to a folder of this session's own,
