@@ -155,6 +155,10 @@ class ModelParams(_Section):
     g_down: Literal["conv", "maxpool"]
     g_up: Literal["transpose", "bilinear", "pixeltcl"]
     g_in_channels: Literal[1, 3]  # 3: L repeated, as study 000
+    # The generator's ab output (after tanh) times this. Below 1 it pales the colors: where a
+    # GAN's vivid colors are often wrong, paler ones cost less fidelity (base/calibrate.py picks
+    # the shipped base model's on its val split). Not a weight: changing it needs no training.
+    chroma_gain: float = Field(gt=0.0, le=4.0)
     discriminator: Literal["patch", "dcgan", "resnet18", "resnet34", "resnet50", "resnet152",
                            "autoencoder"]
     d_channels: int = Field(ge=4, le=1024)

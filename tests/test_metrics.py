@@ -164,3 +164,27 @@ def test_every_metric_that_can_select_a_model_has_a_direction_in_the_registry():
     tune = set(get_args(TuneParams.model_fields["metric"].annotation)) - {"auto"}
     assert all(better(m) == LOWER for m in tune)  # the sweep ranks lowest first
     assert better("val/psnr") == HIGHER and better("colorfulness") == NEITHER and better("nonesuch") == NEITHER
+
+
+def test_photos_that_are_gray_already_are_counted_not_scored():
+    """A black-and-white photo in a set of color ones has nothing to restore: leaving it gray
+    reproduces it exactly (100 dB), which would raise gray's mean PSNR above any colorizer's.
+    It is left out of every metric and counted."""
+    color, _ = _images(n=2, size=32)
+    bw = np.repeat(color[:1].mean(-1, keepdims=True).round().astype(np.uint8), 3, axis=-1)
+    bw[0, 0, 0] = (120, 122, 121)  # JPEG leaves a level or two in a gray photo's channels
+    L, ab = rgb_uint8_to_lab(torch.from_numpy(np.concatenate([color, bw])), "cpu")
+    gray_guess = torch.zeros_like(ab)
+
+    both, alone = MetricAccumulator(), MetricAccumulator()
+    rgb = both.update(L, gray_guess, ab)
+    alone.update(L[:2], gray_guess[:2], ab[:2])
+    assert rgb.shape[0] == 3  # the caller still gets every photo colorized
+    r, a = both.result(), alone.result()
+    assert (r["images"], r["gray_photos"], a["gray_photos"]) == (2, 1, 0)
+    assert r["psnr"] == a["psnr"] < 100 and r["colorfulness_true"] == a["colorfulness_true"]
+
+    only_bw = MetricAccumulator()
+    only_bw.update(L[2:], gray_guess[2:], ab[2:])
+    with pytest.raises(ValueError, match=r"no images to measure \(1 photos, all gray already\)"):
+        only_bw.result()

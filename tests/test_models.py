@@ -76,3 +76,16 @@ def test_batchnorm_is_refused_with_a_gradient_penalty():
 def test_too_deep_a_unet_for_the_image_is_refused():
     with pytest.raises(ConfigError, match="model.g_depth=7 halves 64-px images"):
         parse_params({"model": {"g_depth": 7}})
+
+
+@pytest.mark.parametrize("generator", ["unet", "zhang"])
+def test_chroma_gain_scales_the_colors_without_a_weight_of_its_own(generator):
+    raw = {"data": {"image_size": 32}, "model": {"generator": generator, "g_channels": 4, "g_channels_max": 8}}
+    torch.manual_seed(0)
+    G = build_generator(parse_params(raw)).eval()
+    pale = build_generator(parse_params({**raw, "model": {**raw["model"], "chroma_gain": 0.6}})).eval()
+    pale.load_state_dict(G.state_dict())  # the same weights: the gain is no tensor of the file
+    L = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(pale(L), 0.6 * G(L))
+    assert pale.state_dict().keys() == G.state_dict().keys()

@@ -8,6 +8,9 @@
   Networks", TPAMI 2019), the upsampling of study 003's PixelGAN.
 - `ZhangGenerator`: the "Colorful Image Colorization" CNN (Zhang et al. 2016) regressing ab
   instead of classifying 313 bins, as study 004 did.
+
+Both multiply their ab by `model.chroma_gain` (1 unless set): a saturation that needs no
+training, how the shipped base model trades a GAN's vivid colors for fidelity.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import torch
 from torch import nn
 
 from colorray.models.layers import norm_layer
+
+
+def _scaled(ab: torch.Tensor, gain: float) -> torch.Tensor:
+    """`ab` times the model's chroma gain (untouched at 1: bit for bit what was trained)."""
+    return ab if gain == 1.0 else ab * gain
 
 
 class PixelTCL(nn.Module):
@@ -70,8 +78,9 @@ class UNetGenerator(nn.Module):
 
     def __init__(self, depth: int, in_channels: int = 1, ngf: int = 64, ngf_max: int = 512,
                  norm: str = "batch", dropout: float = 0.5, dropout_blocks: tuple[int, ...] = (1, 2, 3),
-                 skip_norm: bool = False, down: str = "conv", up: str = "transpose"):
+                 skip_norm: bool = False, down: str = "conv", up: str = "transpose", chroma_gain: float = 1.0):
         super().__init__()
+        self.chroma_gain = chroma_gain  # a constant, not a weight (model.chroma_gain)
         ch = [min(ngf * 2**i, ngf_max) for i in range(depth)]
         self.in_channels = in_channels
         self.stride = 2**depth  # its input's sides must be multiples of this
@@ -108,15 +117,16 @@ class UNetGenerator(nn.Module):
         for j in range(1, len(self.dec)):
             level = len(self.dec) - 1 - j
             h = self.dec[j](torch.cat((self.skip_norms[level](feats[level]), h), 1))
-        return torch.tanh(h)
+        return _scaled(torch.tanh(h), self.chroma_gain)
 
 
 class ZhangGenerator(nn.Module):
     """Zhang et al.'s colorization CNN: 8 conv blocks (2-3 convs + ReLU each, BatchNorm after),
     total stride 4 with dilated blocks 5-6, regressing ab at 1/4 resolution, upsampled x4."""
 
-    def __init__(self, in_channels: int = 1, width: int = 64, norm: str = "batch"):
+    def __init__(self, in_channels: int = 1, width: int = 64, norm: str = "batch", chroma_gain: float = 1.0):
         super().__init__()
+        self.chroma_gain = chroma_gain  # a constant, not a weight (model.chroma_gain)
         w = width
         # (out channels, number of convs, stride of the last conv, dilation)
         spec = [(w, 2, 2, 1), (2 * w, 2, 2, 1), (4 * w, 3, 2, 1), (8 * w, 3, 1, 1),
@@ -144,4 +154,4 @@ class ZhangGenerator(nn.Module):
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         if L.shape[1] != self.in_channels:
             L = L.expand(-1, self.in_channels, -1, -1)
-        return torch.tanh(self.upsample(self.head(self.body(L))))
+        return _scaled(torch.tanh(self.upsample(self.head(self.body(L)))), self.chroma_gain)
