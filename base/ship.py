@@ -4,7 +4,7 @@ card colorray/weights/MODEL_CARD.md that --card names (written by hand from docs
 measured table: data, recipe command and commit, budget and CPU, metrics beside gray and
 L1-only, what it does badly, the data's terms of use).
 
-    python base/ship.py base/models/generator.pt --card colorray/weights/MODEL_CARD.md
+    python base/ship.py base/models/calibrated.pt --card colorray/weights/MODEL_CARD.md
 
 Also how a session that must stop hands its training on: `--out base/wip/generator-fp16.pt`
 writes the same fp16 file elsewhere, and the next machine starts from it (train.init_from).
@@ -24,7 +24,8 @@ MAX_BYTES = 10 * 2**20  # what a wheel may reasonably carry
 def ship(src: Path, out: Path) -> int:
     model = read_model_file(src)
     G = generator_from_state(model.params, model.G).half()
-    save_generator(G, model.params, model.iter, out, kind="base", source_kind=model.kind)
+    kept = {k: model.meta[k] for k in ("calibration",) if k in model.meta}  # base/calibrate.py's choice
+    save_generator(G, model.params, model.iter, out, kind="base", source_kind=model.kind, **kept)
     size = out.stat().st_size
     if size > MAX_BYTES:
         out.unlink()

@@ -107,10 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--out", default="colorized", help="output folder (folder inputs keep their layout); for "
                    "one video, also a video file name (clip_color.mp4)")
-    p.add_argument("--model", default="models:/colorray@champion",
-                   help="a generator .pt, a checkpoint.pt, or an MLflow URI: models:/<name>@<alias>, "
-                        "models:/<name>/<version> or models:/<model_id>; with --runtime onnx, a .onnx file "
-                        "from colorray export")
+    p.add_argument("--model", default="builtin:base",
+                   help="builtin:base (default: the base model that ships with colorray, trained on 100,000 "
+                        "photos), a generator .pt, a checkpoint.pt, or an MLflow URI: models:/<name>@<alias> "
+                        "(your pipeline's best: models:/colorray@champion), models:/<name>/<version> or "
+                        "models:/<model_id>; with --runtime onnx, a .onnx file from colorray export")
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"],
                    help="run the generator with PyTorch or ONNX Runtime; auto: ONNX Runtime for a .onnx --model, "
                         "PyTorch otherwise")

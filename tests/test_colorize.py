@@ -176,7 +176,7 @@ def test_a_tampered_registry_alias_does_not_run_its_pickle_in_colorize(generator
     from PIL import Image
 
     Image.fromarray(data.camera()[:40, :40]).save(tmp_path / "old.png")
-    args = ["colorize", str(tmp_path / "old.png"), "--quiet", "--tracking-uri", uri]
+    args = ["colorize", str(tmp_path / "old.png"), "--quiet", "--tracking-uri", uri, "--model", "models:/colorray@champion"]
     for version in (1, 2):
         mlflow.MlflowClient(uri).set_registered_model_alias("colorray", "champion", version)
         out = tmp_path / f"out{version}"
@@ -328,3 +328,30 @@ def test_the_command_and_the_pyfunc_take_a_render_size(generator, tmp_path, caps
     assert not np.array_equal(model.predict(None, gray, params={"render_size": 128}), model.predict(None, gray))
     with pytest.raises(MlflowException, match="params.render_size 5: 0 .the training size. or a short side"):
         model.predict(None, gray, params={"render_size": 5})
+
+
+def test_right_after_install_colorize_uses_the_shipped_base_model(tmp_path, monkeypatch):
+    """No training run, no MLflow store: `colorray colorize <folder>` without --model colorizes
+    with the base model that ships inside the package, every output the size of its input and
+    in color."""
+    from PIL import Image
+
+    from colorray.cli import main
+    from colorray.model_uri import BASE_WEIGHTS
+
+    assert BASE_WEIGHTS.is_file(), f"{BASE_WEIGHTS}: the shipped base model is missing"
+    monkeypatch.chdir(tmp_path)  # an empty folder: no mlflow.db, no models/
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {}
+    for name in ("astronaut", "coffee", "chelsea"):
+        gray = (color.rgb2gray(getattr(data, name)()) * 255).round().astype(np.uint8)
+        Image.fromarray(gray).save(photos / f"{name}.jpg", quality=90)
+        sizes[name] = gray.shape
+    main(["colorize", str(photos), "-o", "out", "--quiet"])
+    assert not (tmp_path / "mlflow.db").exists()
+    for name, (h, w) in sizes.items():
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}.png").convert("RGB")).astype(int)
+        assert out.shape == (h, w, 3)
+        spread = (out.max(-1) - out.min(-1)).mean()  # 0 for a gray image
+        assert spread > 8, f"{name}: the colorization is nearly gray (mean channel spread {spread:.1f})"
