@@ -1,7 +1,7 @@
 """Video colorization on real motion: flicker (warping error), fidelity (PSNR), speed and memory,
 per-frame vs temporal (issue 31).
 
-    python benchmarks/video.py [--model models/generator.pt] [--out bench-video] [--frames 120]
+    python benchmarks/video.py [--model builtin:base] [--out bench-video] [--frames 120]
                                [--long-frames 1200] [--threads 2]
 
 No test video ships, so one is made from real photographs: a virtual camera moves over a color
@@ -23,10 +23,10 @@ and once with the temporal filter (on), and each output is decoded and compared:
 - peak memory (VmHWM from /proc/self/status, in a fresh process: ru_maxrss of a forked child
   would include its parent's peak) for a clip of --frames and of --long-frames frames.
 
---model: a generator .pt, checkpoint or models:/ URI. Without one at models/generator.pt (it is
-DVC-tracked and may be absent) a randomly initialized generator of the demo preset's shape is
-used, and the script says so: its flicker figures still compare the two modes, its PSNR means
-nothing.
+--model: builtin:base (default: the base model that ships with colorray), a generator .pt,
+checkpoint or models:/ URI. A path that does not exist falls back to a randomly initialized
+generator of the demo preset's shape, and the script says so: its flicker figures still compare
+the two modes, its PSNR means nothing.
 """
 
 from __future__ import annotations
@@ -252,7 +252,8 @@ def load(model: str):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/generator.pt")
+    ap.add_argument("--model", default="builtin:base", help="the model colorize uses by default: the shipped "
+                    "base model; or a generator .pt, a checkpoint, models:/...")
     ap.add_argument("--out", default="bench-video")
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--long-frames", type=int, default=1200, help="the longer clip of the memory check (0: skip)")
@@ -267,7 +268,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = args.model
-    if model and not model.startswith(("models:/", "runs:/")) and not Path(model).is_file():
+    if model and not model.startswith(("models:/", "runs:/", "builtin:")) and not Path(model).is_file():
         print(f"video benchmark: {model} is absent (models/generator.pt is DVC-tracked: dvc pull or dvc repro); "
               "using a RANDOMLY INITIALIZED demo-shaped generator: its PSNR means nothing", file=sys.stderr)
         model = ""
