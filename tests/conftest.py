@@ -36,9 +36,12 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # no tracking server) and nothing is left there. Short path: Ray's socket paths live under it
 # and must stay under 108 bytes.
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))
-for _name in ("home", "ray", "cache"):
+for _name in ("home", "ray", "cache", "tmp"):
     (SESSION_DIR / _name).mkdir()
 os.environ.update({
+    # Temporary files of the suite and of every process it starts (a killed worker's checkpoint
+    # staging folder, say) end with the session's folder instead of piling up in /tmp.
+    "TMPDIR": str(SESSION_DIR / "tmp"),
     "HOME": str(SESSION_DIR / "home"),
     "XDG_CACHE_HOME": str(SESSION_DIR / "home" / ".cache"),
     "XDG_CONFIG_HOME": str(SESSION_DIR / "home" / ".config"),
@@ -49,6 +52,7 @@ os.environ.update({
     # measures.
     "COLORRAY_CACHE_DIR": str(SESSION_DIR / "cache"),
 })
+tempfile.tempdir = None  # tempfile reads TMPDIR again
 for _name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "MLFLOW_TRACKING_URI",
               "MLFLOW_REGISTRY_URI", "TORCH_HOME"):
     os.environ.pop(_name, None)
