@@ -355,3 +355,24 @@ def test_right_after_install_colorize_uses_the_shipped_base_model(tmp_path, monk
         assert out.shape == (h, w, 3)
         spread = (out.max(-1) - out.min(-1)).mean()  # 0 for a gray image
         assert spread > 8, f"{name}: the colorization is nearly gray (mean channel spread {spread:.1f})"
+
+
+def test_the_shipped_base_model_logs_as_an_mlflow_colorizer(tmp_path):
+    """The pyfunc/REST model can be built from the shipped weights: logged, loaded back by
+    MLflow, it colorizes a gray photo at its own size, as `colorray colorize` does."""
+    import mlflow
+
+    from colorray.colorize import load_model
+    from colorray.model_uri import BASE_WEIGHTS, mlflow_tracking
+    from colorray.pyfunc import log_colorizer
+
+    with mlflow_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        mlflow.set_experiment("colorray-base")
+        with mlflow.start_run():
+            info = log_colorizer(BASE_WEIGHTS, registered_model_name="colorray-base")
+        model = mlflow.pyfunc.load_model("models:/colorray-base/1")
+    gray = (color.rgb2gray(data.coffee()) * 255).round().astype(np.uint8)
+    out = model.unwrap_python_model().predict(None, gray)
+    assert out.shape == (*gray.shape, 3) and (out.max(-1).astype(int) - out.min(-1)).mean() > 8
+    G, size = load_model("builtin:base")  # the same weights; the pyfunc runs them in the precision `auto` picks
+    assert info.model_id and np.abs(out.astype(int) - colorize(G, gray, size).astype(int)).mean() < 3
