@@ -11,7 +11,7 @@ scored: they have no color to restore, and leaving them gray would reproduce the
 PSNR of 100 dB (the cap) against ~25 dB for a typical photo. In Tiny-ImageNet's val split 2% of
 the photos are gray, which raised gray's mean PSNR by 1.7 dB and made every colorizer look 1 to
 1.5 dB worse than gray by them alone. Colorization benchmarks leave them out for the same reason
-(Larsson et al. 2016's ImageNet ctest10k, used by Zhang et al. 2016); `gray_photos` counts them.
+(Larsson et al. 2016's ImageNet test set, ctest10k, is one); `gray_photos` counts them.
 
 | name | better | how |
 |---|---|---|
