@@ -26,6 +26,7 @@ from colorray.atomic import write_text_atomic
 from colorray.color import rgb_uint8_to_lab
 from colorray.config import parse_params
 from colorray.data.loader import make_loader
+from colorray.evaluate import promotion_tests
 from colorray.metrics.registry import MetricAccumulator
 from colorray.models.files import generator_from_state, read_model_file, save_generator
 
@@ -54,10 +55,10 @@ def measure(L, ab_true, ab_pred) -> dict:
 
 
 def choose(rows: dict, margin: float, max_ssim_loss: float) -> float | None:
-    """The gain with the lowest ΔCF among those within the margins of gray (None: no gain is)."""
-    gray = rows["gray"]
-    ok = [g for g, m in rows.items() if g != "gray" and gray["psnr"] - m["psnr"] <= margin
-          and gray["ssim"] - m["ssim"] <= max_ssim_loss]
+    """The gain with the lowest ΔCF among those that pass the evaluate stage's promotion tests
+    with these margins (beat gray on ΔCF, PSNR and SSIM within the margins; None: no gain does)."""
+    ok = [g for g in rows if g != "gray"
+          and all(t["passed"] for t in promotion_tests(rows, g, "delta_cf", margin, max_ssim_loss))]
     return min(ok, key=lambda g: rows[g]["delta_cf"]) if ok else None
 
 
