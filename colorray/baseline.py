@@ -23,15 +23,15 @@ def baseline_params(params: Params) -> Params:
 
 
 def train_baseline(params: Params, shards: str | Path, out: Path, log: Callable[[str], None] = print,
-                   work: Path | None = None) -> dict:
+                   work: Path | None = None, init: Path | None = None) -> dict:
     """Train the reconstruction-only generator in this process and save it to `out`. With
     `work`, its checkpoints stay there and a rerun resumes from them (a run of hours)."""
     bp = baseline_params(params)
     if work is not None:
-        trainer = train_local(bp, shards, work, resume=True, log=log, log_every=25)
+        trainer = train_local(bp, shards, work, resume=True, log=log, log_every=25, init=init)
     else:
         with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
-            trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25)
+            trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25, init=init)
     val, _ = validate(trainer.G, shards, "cpu")
     save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
                    precision=trainer.precision.tags())

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/baseline.pt", help="the baseline generator file to write")
     p.add_argument("--work", default=None, metavar="DIR",
                    help="keep checkpoints here and resume from them (a long run); default: a temp folder")
+    p.add_argument("--init", default=None, help="the init stage's models/init.pt (train.init_from): the baseline "
+                   "starts from the same model as the GAN; without it, a set train.init_from is resolved now")
     p.set_defaults(run="colorray.commands.baseline:run")
 
     p = sub.add_parser("classifier", help="train the classifier of the classifier metrics (DVC stage 'classifier')")
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="models/baseline.pt",
                    help="the reconstruction-only generator (baseline stage)")
     p.add_argument("--classifier", default="models/classifier.pt", help="the classifier (classifier stage)")
+    p.add_argument("--init", default=None, help="the init stage's models/init.pt: when it names a starting model "
+                   "(train.init_from), that model is a candidate too (kept as champion if fine-tuning made it worse)")
     p.add_argument("--loss-curves", default="metrics/loss_curves.png", help="the training curves shown in the report")
     p.add_argument("--root", default=".", help="project folder: mlflow.db, mlruns/")
     p.add_argument("--out", default="eval", help="where metrics.json, report.html and the sample grids go")

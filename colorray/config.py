@@ -158,7 +158,8 @@ class ModelParams(_Section):
     # The generator's ab output (after tanh) times this. Below 1 it pales the colors: where a
     # GAN's vivid colors are often wrong, paler ones cost less fidelity (base/calibrate.py picks
     # the shipped base model's on its val split). Not a weight: changing it needs no training.
-    chroma_gain: float = Field(gt=0.0, le=4.0)
+    # None: 1, or the starting model's gain when training starts from one (train.init_from).
+    chroma_gain: Optional[float] = Field(gt=0.0, le=4.0)
     discriminator: Literal["patch", "dcgan", "resnet18", "resnet34", "resnet50", "resnet152",
                            "autoencoder"]
     d_channels: int = Field(ge=4, le=1024)
@@ -374,6 +375,11 @@ class Params(_Section):
         if self.model.discriminator == "autoencoder" and self.gan.objective != "ebgan":
             raise ValueError("model.discriminator=autoencoder returns energies: use gan.objective=ebgan")
         return self
+
+    def generator_gain(self) -> float:
+        """model.chroma_gain, 1 when unset (a run from train.init_from inherits the starting
+        model's gain before its generator is built: colorray.train.init_from.inherit)."""
+        return 1.0 if self.model.chroma_gain is None else self.model.chroma_gain
 
     def generator_depth(self) -> int:
         """U-Net depth: model.g_depth, or as many halvings as the image size allows."""

@@ -1,7 +1,7 @@
 """The evaluate stage, which picks the model.
 
-`evaluate`: every model (the GAN, the reconstruction baseline, and gray = ab 0) on the test
-  split with the metric registry (colorray.metrics.registry) and the classifier metrics; writes
+`evaluate`: every model (the GAN, the reconstruction baseline, the model the training started
+  from when train.init_from names one, and gray = ab 0) on the test split with the metric registry (colorray.metrics.registry) and the classifier metrics; writes
   eval/metrics.json, eval/samples.png, eval/diversity.png, eval/report.html; records an MLflow
   evaluation run linked to the training run; logs each candidate's test metrics to its
   LoggedModel and registers each as a version of `colorray`; moves `models:/colorray@champion`
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -36,16 +37,20 @@ from colorray.metrics import classifier as clf
 from colorray.metrics.fid import FIDUnavailable, inception_extractor
 from colorray.metrics.registry import (LOWER, NEITHER, MetricAccumulator, better, lpips_model,
                                        lpips_unavailable_message)
-from colorray.models.files import load_generator
+from colorray.config import parse_params
+from colorray.models.files import generator_from_state, load_generator, save_generator
 from colorray.progress import Progress
 from colorray.pyfunc import log_colorizer
 from colorray.real_classifier import classes_seen
 from colorray.report import write_report
 from colorray import tracking
 from colorray.tracking import setup_mlflow
+from colorray.train import init_from
 
 REGISTERED_NAME, ALIAS = "colorray", "champion"
-CANDIDATES = ("gan", "reconstruction")  # the trained models; gray is the bar they must clear
+# The models that may be promoted: the trained ones, and the starting model of a fine-tuning
+# (train.init_from), which stays the champion when fine-tuning made it worse. Gray is the bar.
+CANDIDATES = ("gan", "reconstruction", "start")
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
@@ -158,7 +163,10 @@ def diversity(G, rgb8: torch.Tensor, samples: int, seed: int = 0) -> tuple[list[
 
 
 def evaluate(params: Params, shards: str | Path, gan_path: Path, baseline_path: Path, classifier_path: Path,
-             out: Path, root: Path, loss_curves: Path | None = None, log: Callable[[str], None] = print) -> dict:
+             out: Path, root: Path, loss_curves: Path | None = None, log: Callable[[str], None] = print,
+             init: Path | None = None) -> dict:
+    """init: the init stage's models/init.pt; when it names a starting model (train.init_from),
+    that model is the candidate "start"."""
     e, shards, out = params.evaluate, location(shards), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test_rgb, _, test_labels = load_split(shards, "test", e.max_images)
@@ -188,6 +196,15 @@ def evaluate(params: Params, shards: str | Path, gan_path: Path, baseline_path: 
 
     generators = {"gray": (None, None, {}), "reconstruction": load_generator(baseline_path),
                   "gan": load_generator(gan_path)}
+    paths = {"gan": gan_path, "reconstruction": baseline_path}
+    start = init_from.load(init) if init is not None else None
+    if start is not None:
+        record = init_from.read_record(Path(init).parent)
+        start_params = parse_params(start["params"], origin=f"{init} (the starting model's parameters)")
+        generators["start"] = (generator_from_state(start_params, start["G"]), start_params,
+                               {"init_from": record.get("init_from"), "iter": start.get("iter"),
+                                **({"model_uri": f"models:/{record['model_id']}"} if record.get("model_id") else {})})
+        paths["start"] = Path(init)
     # Accuracy and CIM on the test images whose class the classifier was trained on.
     known = classes_seen(train_labels, test_labels) if model is not None else torch.zeros(len(test_rgb), dtype=torch.bool)
     reference = {"test_images": len(test_rgb), "classes": len(classes), "classifier_test_images": int(known.sum())}
@@ -229,21 +246,22 @@ def evaluate(params: Params, shards: str | Path, gan_path: Path, baseline_path: 
 
     select_by = e.select_by if e.select_by != "auto" else ("fid" if fid is not None else "delta_cf")
     selection = select(results, select_by, e.max_psnr_loss_db, e.max_ssim_loss)
-    order = ("gray", "reconstruction", "gan", "truth")
+    order = ("gray", "reconstruction", "gan", *(["start"] if "start" in firsts else []), "truth")
     write_bytes_atomic(out / "samples.png", encode(_grid([[firsts[k][i] for k in order]
                                                          for i in range(len(firsts["truth"]))])))
     write_bytes_atomic(out / "diversity.png", encode(_grid(rows)))
     summary = {"models": results, "reference": reference, "selection": selection, "notes": notes,
                "data": {"shards": str(shards), "manifest_sha256": manifest_hash(shards)},
                "sources": {"gan": str(gan_path), "reconstruction": str(baseline_path),
+                           **({"start": generators["start"][2]["init_from"]} if "start" in generators else {}),
                            "train_run_id": gan_meta.get("run_id"),
                            "reconstruction_precision": generators["reconstruction"][2].get("precision", {})}}
     tracking_uri, experiment_id = setup_mlflow(Path(root).resolve())
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate by {select_by}: {selection['chosen']}"
                           f"{' promoted' if selection['promoted'] else ' not promoted'}") as run:
-        summary["mlflow"] = _record(params, summary, out, run.info.run_id, MlflowClient(tracking_uri),
-                                    {"gan": gan_path, "reconstruction": baseline_path},
-                                    {"gan": gan_meta, "reconstruction": generators["reconstruction"][2]}, shards, log)
+        summary["mlflow"] = _record(params, summary, out, run.info.run_id, MlflowClient(tracking_uri), paths,
+                                    {n: generators[n][2] for n in paths}, shards, log,
+                                    {n: generators[n][:2] for n in paths})
         write_report(summary, out, loss_curves)
         write_json_atomic(out / "metrics.json", _dvc_metrics(summary))
         for f in ("metrics.json", "report.html"):
@@ -276,24 +294,42 @@ def _description(params: Params, summary: dict, name: str) -> str:
     return (f"colorray {name} generator, evaluated on the test split: {verdict}. Selection by "
             f"{sel['metric']}: {sel['reason']}.\n\nPromotion tests of this model:{tests or ' none'}\n\n"
             f"data manifest sha256: {summary['data']['manifest_sha256']}\n"
-            f"training run: {summary['sources'].get('train_run_id') if name == 'gan' else 'the baseline stage'}\n"
+            f"training run: {_source(summary, name)}\n"
             f"test metrics: {json.dumps(shown, sort_keys=True)}\n"
             f"parameters: {json.dumps(params.model_dump(mode='json', exclude={'tune', 'evaluate', 'classifier'}), sort_keys=True)}")
 
 
-def _logged_model(name: str, path: Path, meta: dict, log) -> str:
-    """The model id of a candidate's LoggedModel: the train stage's (from its generator file),
-    else logged now in the evaluation run (the baseline stage has no run of its own)."""
+def _source(summary: dict, name: str) -> str:
+    if name == "gan":
+        return str(summary["sources"].get("train_run_id"))
+    if name == "start":
+        return f"none: the model the training started from (train.init_from: {summary['sources'].get('start')})"
+    return "the baseline stage"
+
+
+def _logged_model(name: str, path: Path, meta: dict, log, model: tuple | None = None) -> str:
+    """The model id of a candidate's LoggedModel: the train stage's (from its generator file) or
+    the starting model's (when it came from MLflow), else logged now in the evaluation run (the
+    baseline stage has no run of its own; `model`, (G, params), for a file that is no generator
+    file: the init stage's models/init.pt)."""
     uri = meta.get("model_uri") or ""
     if uri.startswith("models:/m-"):
         return uri[len("models:/"):]
+    if model is not None and name == "start":
+        with tempfile.TemporaryDirectory(prefix="colorray-start-") as tmp:
+            G, p = model
+            save_generator(G, p, int(meta.get("iter") or 0), Path(tmp) / "generator.pt", kind="start",
+                           init_from=str(meta.get("init_from")))
+            logged = log_colorizer(Path(tmp) / "generator.pt", tags={"colorray.candidate": name})
+        log(f"evaluate: logged the starting model ({meta.get('init_from')}) as models:/{logged.model_id}")
+        return logged.model_id
     model = log_colorizer(path, tags={"colorray.candidate": name})
     log(f"evaluate: logged the {name} generator as models:/{model.model_id}")
     return model.model_id
 
 
 def _record(params: Params, summary: dict, out: Path, run_id: str, client: MlflowClient, paths: dict,
-            metas: dict, shards: str, log) -> dict:
+            metas: dict, shards: str, log, models: dict | None = None) -> dict:
     """Into the active evaluation run `run_id`: its tags, parameters, metrics and images, its
     link to the training run. Each candidate's test metrics go to its LoggedModel (MLflow's
     Logged Models view ranks them), each candidate is registered as a version of `colorray`
@@ -322,8 +358,8 @@ def _record(params: Params, summary: dict, out: Path, run_id: str, client: Mlflo
     if train_run:
         client.set_tag(train_run, "colorray.evaluation_run_id", run_id)
     info["models"] = {}
-    for name in CANDIDATES:
-        model_id = _logged_model(name, paths[name], metas[name], log)
+    for name in (n for n in CANDIDATES if n in paths):
+        model_id = _logged_model(name, paths[name], metas[name], log, (models or {}).get(name))
         mlflow.log_metrics({f"test/{k}": v for k, v in numbers(summary["models"][name]).items()},
                            model_id=model_id, dataset=dataset)
         client.set_logged_model_tags(model_id, {"colorray.candidate": name, "colorray.evaluation_run_id": run_id,

@@ -58,10 +58,11 @@ PRESETS: dict[str, dict] = {
     # (4x fewer FLOPs per image), so `make run` fits 20 minutes on 2 cores of a CPU without
     # AVX-512 in fp32 (docs/benchmarks.md). A study preset replaces it whole.
     "demo": {
-        "study": "the embedded demo: pix2pix U-Net + PatchGAN at half width (32 -> 256 channels), "
-                 "for laptops and small CPUs",
+        "study": "the embedded demo: pix2pix U-Net + PatchGAN at half width (32 -> 128 channels: the "
+                 "shape of the base model that ships with colorray, which it fine-tunes), for laptops and "
+                 "small CPUs",
         "data": {"source": "skimage", "image_size": 64},
-        "model": {"g_channels": 32, "g_channels_max": 256, "d_channels": 32},
+        "model": {"g_channels": 32, "g_channels_max": 128, "d_channels": 32},
         "gan": {},
         "train": {},
     },

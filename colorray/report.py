@@ -72,6 +72,8 @@ def write_report(summary: dict, out: Path, loss_curves: Path | None = None) -> P
              "<h2>Metrics</h2>", metrics_table(summary["models"]),
              "<p>↓ lower is better, ↑ higher is better; best value in bold. gray: ab = 0; reconstruction: "
              "the same generator and budget without the adversarial loss. "
+             + ("start: the model the training started from (train.init_from), unchanged. "
+                if "start" in summary["models"] else "")
              + (f"FID over {fid_n} vs {fid_n} images. " if fid_n else "")
              + f"Classifier ({ref['classes']} classes) on the {ref['classifier_test_images']} real "
              f"test images of its training classes: accuracy {_fmt(ref.get('accuracy_real'))}, CIM "
@@ -83,7 +85,8 @@ def write_report(summary: dict, out: Path, loss_curves: Path | None = None) -> P
              + (f" Registered as <code>{summary['mlflow']['model_uri']}</code> (version "
                 f"{summary['mlflow']['version']})." if summary["mlflow"].get("version") else "") + "</p>",
              _tests_table(sel.get("tests", {})),
-             "<h2>Samples</h2><p>Columns: gray | reconstruction | GAN | ground truth (fixed test images).</p>",
+             "<h2>Samples</h2><p>Columns: gray | reconstruction | GAN"
+             + (" | the starting model" if "start" in summary["models"] else "") + " | ground truth (fixed test images).</p>",
              f"<figure>{_img(out / 'samples.png', 'sample grid', 512)}</figure>",
              "<h2>Diversity</h2><p>Columns: gray | colorizations with dropout on | ground truth "
              f"(mean std of ab across samples: {_fmt(summary['models']['gan'].get('diversity_ab_std'))}).</p>",

@@ -12,9 +12,10 @@ from conftest import ROOT
 def test_project_params_file_is_valid_and_matches_the_defaults():
     params = load_params(ROOT / "params.yaml")
     # params.yaml documents exactly the defaults, with the embedded demo preset selected
-    # (the pix2pix nets at half width, so `make run` fits on small CPUs)
-    assert params.preset == "demo"
-    assert params == parse_params({"preset": "demo"})
+    # (the pix2pix nets at half width, so `make run` fits on small CPUs), which fine-tunes the
+    # base model that ships with colorray (of the demo preset's shape)
+    assert params.preset == "demo" and params.train.init_from == "builtin:base"
+    assert params == parse_params({"preset": "demo", "train": {"init_from": "builtin:base"}})
 
 
 def test_every_source_name_in_the_config_has_a_registry_entry():

@@ -262,6 +262,40 @@ def test_a_model_that_wins_delta_cf_but_costs_psnr_is_not_promoted_and_the_champ
     assert html.escape(sel["reason"]) in report and "<td class=fail>failed</td>" in report
 
 
+def test_the_starting_model_stays_the_champion_when_fine_tuning_made_it_worse(evaluated, skimage_shards, tmp_path):
+    """train.init_from names a model (here the shipped base, as `make run` does): it is the
+    candidate "start", unchanged; when the fine-tuned models fail the promotion tests (here they
+    wrong every colour), the champion is the starting model, registered as a version of its own."""
+    from mlflow import MlflowClient
+
+    from colorray.colorize import load_model
+    from colorray.models.files import load_generator
+    from colorray.train import init_from
+
+    root, _, _ = evaluated
+    previous = MlflowClient().get_model_version_by_alias("colorray", "champion").version
+    init_from.resolve("builtin:base", tmp_path / "models")
+    G, gen_params, _ = load_generator(root / "generator.pt")
+    _opposite_colours(G)
+    save_generator(G, gen_params, 60, tmp_path / "opposite.pt", run_id=None)
+    summary = evaluate(parse_params(TINY), skimage_shards, tmp_path / "opposite.pt", tmp_path / "opposite.pt",
+                       root / "classifier.pt", tmp_path / "eval", root, log=lambda m: None,
+                       init=tmp_path / "models" / "init.pt")
+    sel = summary["selection"]
+    assert {"gan", "reconstruction", "start"} <= sel["tests"].keys()
+    assert not all(t["passed"] for t in sel["tests"]["gan"])
+    assert sel["chosen"] == "start" and sel["promoted"], sel["reason"]
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["selection"]["chosen"] == "start" and saved["start"]["images"] == TINY["evaluate"]["max_images"]
+    version = summary["mlflow"]["models"]["start"]["version"]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("colorray", "champion").version) == str(version)
+    assert "builtin:base" in client.get_model_version("colorray", str(version)).description
+    G, size = load_model("models:/colorray@champion")  # what colorize and serve load now: the base, as shipped
+    assert size == 64 and G.chroma_gain == 0.65
+    client.set_registered_model_alias("colorray", "champion", previous)  # the module's other tests expect it
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

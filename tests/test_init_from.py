@@ -188,3 +188,33 @@ def test_the_builtin_base_model_is_a_starting_model_and_a_colorizer(source, tmp_
         load_model("builtin:base")
     with pytest.raises(ValueError, match="unknown built-in model"):
         load_model("builtin:other")
+
+
+def test_a_fine_tuning_keeps_its_starting_model_s_chroma_gain_unless_it_sets_one(source, tmp_path, skimage_shards):
+    """A starting model calibrated to paler colours (the shipped base: model.chroma_gain 0.65)
+    starts the fine-tuning from exactly its colours, and the fine-tuned generator file records
+    the gain; a run that sets model.chroma_gain keeps its own."""
+    from colorray.models.files import load_generator, read_model_file
+    from colorray.train.loop import train_local
+
+    src, gen, _ = source
+    pale = tmp_path / "pale.pt"
+    raw = read_model_file(gen).params.model_dump(mode="json")
+    raw["model"]["chroma_gain"] = 0.65
+    save_generator(src.G, parse_params(raw), 7, pale)
+
+    def fine_tune(out, **model):
+        params = parse_params({"data": {"image_size": 32}, "model": {**TINY, **model}, "loader": {"num_workers": 0},
+                               "train": {"amp": "none", "channels_last": False, "batch_size": 4, "iters": 1,
+                                         "init_from": str(pale)}})
+        assert params.model.chroma_gain == model.get("chroma_gain")  # null unless set: 1, or the source's
+        trainer = train_local(params, skimage_shards, out, log=lambda m: None)
+        save_generator(trainer.G, trainer.params, trainer.iter, out / "generator.pt")
+        return trainer, load_generator(out / "generator.pt")
+
+    trainer, (G, saved, _) = fine_tune(tmp_path / "inherits")
+    assert trainer.G.chroma_gain == 0.65 and G.chroma_gain == 0.65 and saved.model.chroma_gain == 0.65
+    trainer, (G, saved, _) = fine_tune(tmp_path / "own", chroma_gain=1.0)
+    assert trainer.G.chroma_gain == 1.0 and G.chroma_gain == 1.0
+    # From random weights, null means 1.
+    assert init_from.inherit(parse_params({}), None).generator_gain() == 1.0

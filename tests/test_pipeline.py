@@ -35,9 +35,10 @@ def project(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    # A tiny, fast training configuration: this test is about the DAG, not about the GAN.
+    # A tiny, fast training budget: this test is about the DAG, not about the GAN. The nets are
+    # the default's (the demo preset's), which fine-tune the shipped base model (train.init_from).
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["model"].update({"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3})
+    assert params["train"]["init_from"] == "builtin:base"
     params["train"].update({"iters": 4, "batch_size": 8, "checkpoint_every": 2})
     params["ray"].update({"report_every": 2, "eval_every": 4, "cpus_per_worker": 1})
     params["loader"].update({"num_workers": 0})
@@ -174,14 +175,14 @@ def _check_init_stage_follows_the_alias(proj, env):
 
     assert locked() == hashlib.md5((proj / "models/init.pt").read_bytes()).hexdigest()
     # tune and train start from models/init.pt; the baseline reads the train section (a param)
-    assert _stale(proj, env) == ["baseline", "train", "tune"]
+    assert _stale(proj, env) == ["baseline", "evaluate", "train", "tune"]
     client.set_registered_model_alias("colorray", "champion", str(versions[1]))  # the UI's alias move
     before = locked()
     _sh(["dvc", "repro", "init"], proj, env)
     assert json.loads((proj / "models/init.json").read_text())["version"] == versions[1] and locked() != before
-    _set_param(proj, "train.init_from", None)
+    _set_param(proj, "train.init_from", "builtin:base")
     _sh(["dvc", "repro", "init"], proj, env)
-    assert _stale(proj, env) == []  # back to random weights: the committed state again
+    assert _stale(proj, env) == []  # back to the shipped base model: the committed state again
 
 
 def _check_tuned_values_are_params(proj, env, best):
@@ -224,6 +225,9 @@ def _check_evaluation(proj, out):
 
     m = json.loads((proj / "eval/metrics.json").read_text())
     assert {"gray", "reconstruction", "gan"} <= m.keys() and m["gan"]["images"] == 64
+    # The model the training started from (the shipped base) is a candidate too: it stays the
+    # champion when fine-tuning on the demo photos made it worse.
+    assert m["start"]["images"] == 64 and "start" in m["selection"]["tests"]
     assert all((proj / "eval" / f).stat().st_size > 1000 for f in ("samples.png", "diversity.png", "report.html"))
     client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
     train = _train_run(proj)
@@ -266,7 +270,7 @@ def _check_mlflow(proj):
     from colorray.colorize import load_model
 
     G, size = load_model(f"models:/{model.model_id}", tracking_uri=uri)
-    assert size == 64 and G(torch.zeros(3, 1, 32, 48)).shape == (3, 2, 32, 48)  # another batch and size
+    assert size == 64 and G(torch.zeros(3, 1, 64, 128)).shape == (3, 2, 64, 128)  # another batch and size
     import base64
     import io
 
@@ -373,7 +377,8 @@ def _check_resumed_sweep(proj, out, interrupted):
                for t, row in rows.items()}
     winner = min(rows, key=lambda t: at_rung[t][4])  # the better score at the rung goes on
     assert rows[winner]["outcome"] == "completed" and int(rows[winner]["iter"]) == 8
-    assert sorted(at_rung[winner]) == [4, 8]  # both legs in the trial's one MLflow run
+    # both legs in the trial's one MLflow run (step 0: the starting model's own val metrics)
+    assert sorted(at_rung[winner]) == [0, 4, 8]
     loser = (set(rows) - {winner}).pop()
     assert rows[loser]["outcome"] == "stopped early" and int(rows[loser]["iters_run"]) == 4
     # After the restart: the trial that was cut off (once), then the winner's second leg.

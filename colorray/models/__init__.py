@@ -17,11 +17,11 @@ D_IN_CHANNELS = 3  # concat(L, ab)
 def build_generator(params: Params) -> nn.Module:
     m = params.model
     if m.generator == "zhang":
-        G = ZhangGenerator(m.g_in_channels, width=m.g_channels, norm=m.g_norm, chroma_gain=m.chroma_gain)
+        G = ZhangGenerator(m.g_in_channels, width=m.g_channels, norm=m.g_norm, chroma_gain=params.generator_gain())
     else:
         G = UNetGenerator(params.generator_depth(), m.g_in_channels, m.g_channels, m.g_channels_max,
                           m.g_norm, m.g_dropout, m.g_dropout_blocks, m.g_skip_norm, m.g_down, m.g_up,
-                          chroma_gain=m.chroma_gain)
+                          chroma_gain=params.generator_gain())
     init_normal(G, m.init_std)
     return G
 

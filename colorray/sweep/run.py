@@ -122,7 +122,8 @@ def run_trial(config: dict, static: dict) -> None:
             f.write(json.dumps({"trial_id": trial_id, "lineage": lineage, "time": time.time(),
                                 "pid": os.getpid()}) + "\n")
     tune = TuneParams.model_validate(static["tune"])
-    params = parse_params(trial_raw(static["base"], tune, knobs), origin=f"trial {lineage}")
+    params = init_from.inherit(parse_params(trial_raw(static["base"], tune, knobs), origin=f"trial {lineage}"),
+                               static["init_weights"])
     client = MlflowClient(static["tracking_uri"])
     run_id = _child_run(client, static, lineage, params)
     log_params(client, run_id, params)

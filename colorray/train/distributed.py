@@ -126,6 +126,7 @@ def fit(params: Params, shards: str | Path, root: Path, models_dir: Path, metric
     tracking_uri, experiment_id = setup_mlflow(root)
     client = MlflowClient(tracking_uri)
     init_weights, parent = init_from.prepare(t.init_from, init, models_dir, tracking_uri)
+    params = init_from.inherit(params, init_weights)
 
     start_from = None  # train.resume: the workers start from the finished run's state in models/
     saved = models_dir / CHECKPOINT

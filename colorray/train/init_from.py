@@ -147,6 +147,21 @@ def apply(trainer, init: dict, log: Callable[[str], None] = print) -> bool:
 
 
 
+def inherit(params: Params, weights: str | Path | None) -> Params:
+    """`params` with what a run takes over from its starting model: the chroma gain it was
+    calibrated with (model.chroma_gain), unless this run sets one. The fine-tuning then starts
+    from exactly the colors of the model it names (the shipped base is paled to 0.65)."""
+    if weights is None or params.model.chroma_gain is not None:
+        return params
+    init = load(weights)
+    gain = (init or {}).get("params", {}).get("model", {}).get("chroma_gain")
+    if gain is None or gain == 1.0:
+        return params
+    raw = params.model_dump(mode="json")
+    raw["model"]["chroma_gain"] = gain
+    return parse_params(raw, origin=f"params.yaml with the starting model's model.chroma_gain {gain} ({WHAT})")
+
+
 def prepare(ref: str | None, init: Path | None, fallback_dir: Path, tracking_uri: str | None) -> tuple[Path | None, dict]:
     """The init.pt a run starts from (None: random weights) and its record. `init`: the init
     stage's models/init.pt (the DVC stages pass it), checked to be for `ref`; without it, `ref`

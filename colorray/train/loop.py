@@ -85,9 +85,11 @@ def validate(G, shards: str | Path, device, max_images: int = 256, fid=None,
 
 def train_local(params: Params, shards: str | Path, out: str | Path, device: str = "cpu",
                 max_iters: int | None = None, max_seconds: float | None = None,
-                resume: bool = True, log: Callable[[str], None] = print, log_every: int = 10) -> GANTrainer:
+                resume: bool = True, log: Callable[[str], None] = print, log_every: int = 10,
+                init: Path | None = None) -> GANTrainer:
     """Train until `train.iters` (or `max_iters`, or `max_seconds`); checkpoint to `out`. Every
-    `log_every` iterations: the metrics, the time spent and an estimate of the time left."""
+    `log_every` iterations: the metrics, the time spent and an estimate of the time left.
+    init: the init stage's models/init.pt for train.init_from (without it, resolved into `out`)."""
     out, shards = Path(out), location(shards)
     ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
@@ -95,9 +97,12 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
         check_resumable(trainer.params, params, ckpt)
         log(f"resumed from {ckpt} at iteration {trainer.iter}")
     else:
-        trainer = GANTrainer(params, device, log=log)
+        weights = None
         if params.train.init_from is not None:  # a fine-tuning: the starting model's weights (train.init_from)
-            weights, _ = init_from.prepare(params.train.init_from, None, out, None)
+            weights, _ = init_from.prepare(params.train.init_from, init, out, None)
+            params = init_from.inherit(params, weights)
+        trainer = GANTrainer(params, device, log=log)
+        if weights is not None:
             init_from.apply(trainer, init_from.load(weights), log)
     t, loading = params.train, params.loader
     loader = make_loader(shards, "train", t.batch_size, num_workers=loading.num_workers, seed=t.seed,
