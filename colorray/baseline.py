@@ -33,6 +33,8 @@ def train_baseline(params: Params, shards: str | Path, out: Path, log: Callable[
         with tempfile.TemporaryDirectory(prefix="colorray-baseline-") as tmp:
             trainer = train_local(bp, shards, tmp, resume=False, log=log, log_every=25, init=init)
     val, _ = validate(trainer.G, shards, "cpu")
+    # The gain the generator applies: a fine-tuning's is its starting model's (train.init_from).
+    bp = bp.model_copy(update={"model": bp.model.model_copy(update={"chroma_gain": trainer.G.chroma_gain})})
     save_generator(trainer.G, bp, trainer.iter, out, kind="reconstruction", val=val,
                    precision=trainer.precision.tags())
     return {"iterations": trainer.iter, "precision": trainer.precision, **val}

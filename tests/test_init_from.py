@@ -194,6 +194,7 @@ def test_a_fine_tuning_keeps_its_starting_model_s_chroma_gain_unless_it_sets_one
     """A starting model calibrated to paler colours (the shipped base: model.chroma_gain 0.65)
     starts the fine-tuning from exactly its colours, and the fine-tuned generator file records
     the gain; a run that sets model.chroma_gain keeps its own."""
+    from colorray.baseline import train_baseline
     from colorray.models.files import load_generator, read_model_file
     from colorray.train.loop import train_local
 
@@ -216,5 +217,17 @@ def test_a_fine_tuning_keeps_its_starting_model_s_chroma_gain_unless_it_sets_one
     assert trainer.G.chroma_gain == 0.65 and G.chroma_gain == 0.65 and saved.model.chroma_gain == 0.65
     trainer, (G, saved, _) = fine_tune(tmp_path / "own", chroma_gain=1.0)
     assert trainer.G.chroma_gain == 1.0 and G.chroma_gain == 1.0
+    # The baseline stage's reconstruction-only model (from the same start) records it too, and
+    # a run continued from its checkpoint keeps it.
+    params = parse_params({"data": {"image_size": 32}, "model": TINY, "loader": {"num_workers": 0},
+                           "train": {"amp": "none", "channels_last": False, "batch_size": 4, "iters": 1,
+                                     "init_from": str(pale)}})
+    train_baseline(params, skimage_shards, tmp_path / "baseline.pt", log=lambda m: None, work=tmp_path / "b")
+    assert load_generator(tmp_path / "baseline.pt")[0].chroma_gain == 0.65
+    longer = parse_params({**params.model_dump(mode="json"), "train": {**params.train.model_dump(mode="json"),
+                                                                        "iters": 2}})
+    train_baseline(longer, skimage_shards, tmp_path / "baseline.pt", log=lambda m: None, work=tmp_path / "b")
+    G, saved, _ = load_generator(tmp_path / "baseline.pt")
+    assert G.chroma_gain == 0.65 and saved.train.iters == 2
     # From random weights, null means 1.
     assert init_from.inherit(parse_params({}), None).generator_gain() == 1.0

@@ -92,15 +92,15 @@ def train_local(params: Params, shards: str | Path, out: str | Path, device: str
     init: the init stage's models/init.pt for train.init_from (without it, resolved into `out`)."""
     out, shards = Path(out), location(shards)
     ckpt = out / CHECKPOINT
+    weights = None
+    if params.train.init_from is not None:  # a fine-tuning: the starting model's weights (train.init_from)
+        weights, _ = init_from.prepare(params.train.init_from, init, out, None)
+        params = init_from.inherit(params, weights)  # what the run takes over from it (its chroma gain)
     if resume and ckpt.exists():
         trainer = load_checkpoint(ckpt, device, log=log)
         check_resumable(trainer.params, params, ckpt)
         log(f"resumed from {ckpt} at iteration {trainer.iter}")
     else:
-        weights = None
-        if params.train.init_from is not None:  # a fine-tuning: the starting model's weights (train.init_from)
-            weights, _ = init_from.prepare(params.train.init_from, init, out, None)
-            params = init_from.inherit(params, weights)
         trainer = GANTrainer(params, device, log=log)
         if weights is not None:
             init_from.apply(trainer, init_from.load(weights), log)
