@@ -246,3 +246,4 @@ def _no_inherited_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; colorray honours that variable as
     the user's choice. A test must not inherit the store of a test before it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+

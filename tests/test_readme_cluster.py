@@ -66,3 +66,15 @@ def test_the_suite_finds_every_process_of_its_cluster(readme_cluster):
         children = raylet.children(recursive=True)
         assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {" ".join(c.cmdline()).strip() for c in children}
         assert {raylet.pid, *(c.pid for c in children)} <= found
+
+
+def test_the_cluster_tests_run_in_one_test_process(request):
+    """`make test` (`--dist loadgroup`) keeps the tests of an xdist_group on one test process,
+    so this group's cluster and training run are built once: pytest-xdist appends the group to
+    each test's id for that. A pytest that ignores it (pytest 9.2 with pytest-xdist 3.8) spreads
+    the group over both processes, each building them again, without a word."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run with --dist loadgroup (make test uses it)")
+    assert request.node.nodeid.endswith("@clusters"), (
+        f"{request.node.nodeid}: --dist loadgroup has no effect with pytest {pytest.__version__}; install "
+        "the versions constraints.txt pins (make venv)")
