@@ -116,9 +116,20 @@ def pytest_sessionfinish(session, exitstatus):
     here; atexit then ends it by pid)."""
     import psutil
 
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        # The controller of `pytest -n`: its test processes (its children) have reported their
+        # last test, and end their clusters and sessions now; they are this session's
+        # processes too. Let them finish first (each checks its own processes the same way).
+        psutil.wait_procs(psutil.Process().children(), timeout=120)
     _, left = psutil.wait_procs(processes_under(SESSION_DIR), timeout=15)  # a Ray shutting down takes a moment
     if left:
-        names = ", ".join(str(p.pid) for p in left)
+        def named(p) -> str:
+            try:
+                return f"{p.pid} ({' '.join(p.cmdline())[:80]})"
+            except psutil.Error:
+                return str(p.pid)
+
+        names = ", ".join(named(p) for p in left)
         print(f"\nprocesses the suite started are still running: {names}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

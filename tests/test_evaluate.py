@@ -17,6 +17,10 @@ from colorray.real_classifier import train_real_classifier
 from colorray.train.loop import train_local
 from colorray.models.files import save_generator
 
+# One test process for the whole module (make test: --dist loadgroup), so that its module fixture
+# (a trained GAN, its baseline and classifier, and an evaluation: ~20 s) is built once.
+pytestmark = pytest.mark.xdist_group("evaluate")
+
 TINY = {"model": {"g_channels": 8, "g_channels_max": 32, "d_channels": 8},
         "train": {"iters": 60, "batch_size": 16, "checkpoint_every": 1000},
         "loader": {"num_workers": 0}, "classifier": {"epochs": 1, "max_train_images": 512},

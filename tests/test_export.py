@@ -20,6 +20,10 @@ from colorray.models import build_generator
 from colorray.models.files import load_generator, save_generator
 from colorray.onnx_runtime import OnnxColorizer
 
+# One test process for the whole module (make test: --dist loadgroup), so that its module fixture
+# (a model logged to MLflow and exported) is built once.
+pytestmark = pytest.mark.xdist_group("export")
+
 SMALL = {"model": {"g_channels": 8, "g_channels_max": 16}}
 ROOT = Path(__file__).resolve().parents[1]
 
