@@ -201,9 +201,10 @@ def evaluate(params: Params, shards: str | Path, gan_path: Path, baseline_path: 
     if start is not None:
         record = init_from.read_record(Path(init).parent)
         start_params = parse_params(start["params"], origin=f"{init} (the starting model's parameters)")
+        # Logged anew in the evaluation run (as the baseline is): its test metrics and candidate
+        # tags go to a model of this evaluation, not to the source's own logged model.
         generators["start"] = (generator_from_state(start_params, start["G"]), start_params,
-                               {"init_from": record.get("init_from"), "iter": start.get("iter"),
-                                **({"model_uri": f"models:/{record['model_id']}"} if record.get("model_id") else {})})
+                               {"init_from": record.get("init_from"), "iter": start.get("iter")})
         paths["start"] = Path(init)
     # Accuracy and CIM on the test images whose class the classifier was trained on.
     known = classes_seen(train_labels, test_labels) if model is not None else torch.zeros(len(test_rgb), dtype=torch.bool)
@@ -308,10 +309,9 @@ def _source(summary: dict, name: str) -> str:
 
 
 def _logged_model(name: str, path: Path, meta: dict, log, model: tuple | None = None) -> str:
-    """The model id of a candidate's LoggedModel: the train stage's (from its generator file) or
-    the starting model's (when it came from MLflow), else logged now in the evaluation run (the
-    baseline stage has no run of its own; `model`, (G, params), for a file that is no generator
-    file: the init stage's models/init.pt)."""
+    """The model id of a candidate's LoggedModel: the train stage's (from its generator file),
+    else logged now in the evaluation run (the baseline stage has no run of its own; `model`,
+    (G, params), for the starting model, whose models/init.pt is no generator file)."""
     uri = meta.get("model_uri") or ""
     if uri.startswith("models:/m-"):
         return uri[len("models:/"):]
