@@ -1,7 +1,8 @@
 """The evaluate stage, which picks the model.
 
 `evaluate`: every model (the GAN, the reconstruction baseline, the model the training started
-  from when train.init_from names one, and gray = ab 0) on the test split with the metric registry (colorray.metrics.registry) and the classifier metrics; writes
+  from when train.init_from names one, and gray = ab 0) on the test split with the metric
+  registry (colorray.metrics.registry) and the classifier metrics; writes
   eval/metrics.json, eval/samples.png, eval/diversity.png, eval/report.html; records an MLflow
   evaluation run linked to the training run; logs each candidate's test metrics to its
   LoggedModel and registers each as a version of `colorray`; moves `models:/colorray@champion`
