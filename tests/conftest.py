@@ -121,7 +121,16 @@ def pytest_sessionfinish(session, exitstatus):
         # last test, and end their clusters and sessions now; they are this session's
         # processes too. Let them finish first (each checks its own processes the same way).
         psutil.wait_procs(psutil.Process().children(), timeout=120)
-    _, left = psutil.wait_procs(processes_under(SESSION_DIR), timeout=15)  # a Ray shutting down takes a moment
+    def ends_with_us(p) -> bool:
+        """multiprocessing's helper processes of this process (the resource tracker of a
+        DataLoader, say) exit when it does."""
+        try:
+            return p.ppid() == os.getpid() and "from multiprocessing." in " ".join(p.cmdline())
+        except psutil.Error:
+            return True
+
+    procs = [p for p in processes_under(SESSION_DIR) if not ends_with_us(p)]
+    _, left = psutil.wait_procs(procs, timeout=15)  # a Ray shutting down takes a moment
     if left:
         def named(p) -> str:
             try:
