@@ -116,11 +116,6 @@ def pytest_sessionfinish(session, exitstatus):
     here; atexit then ends it by pid)."""
     import psutil
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        # The controller of `pytest -n`: its test processes (its children) have reported their
-        # last test, and end their clusters and sessions now; they are this session's
-        # processes too. Let them finish first (each checks its own processes the same way).
-        psutil.wait_procs(psutil.Process().children(), timeout=120)
     def ends_with_us(p) -> bool:
         """multiprocessing's helper processes of this process (the resource tracker of a
         DataLoader, say) exit when it does."""
@@ -129,6 +124,11 @@ def pytest_sessionfinish(session, exitstatus):
         except psutil.Error:
             return True
 
+    if getattr(session.config.option, "numprocesses", None):
+        # The controller of `pytest -n`: its test processes (its children) have reported their
+        # last test, and end their clusters and sessions now; they are this session's
+        # processes too. Let them finish first (each checks its own processes the same way).
+        psutil.wait_procs([p for p in psutil.Process().children() if not ends_with_us(p)], timeout=120)
     procs = [p for p in processes_under(SESSION_DIR) if not ends_with_us(p)]
     _, left = psutil.wait_procs(procs, timeout=15)  # a Ray shutting down takes a moment
     if left:
@@ -266,4 +266,3 @@ def _no_inherited_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; colorray honours that variable as
     the user's choice. A test must not inherit the store of a test before it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
