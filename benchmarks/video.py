@@ -175,12 +175,31 @@ def reliable_flow(cur_gray: np.ndarray, prev_gray: np.ndarray) -> tuple[np.ndarr
     return np.stack([mx, my], -1), ok
 
 
+def camera_flow(cur: tuple, prev: tuple, photo_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The exact motion of the camera path from frame `cur` back to frame `prev` (both entries of
+    camera_path, of the same photo): where each pixel of the current frame was in the previous
+    one, as remap maps, and the mask of pixels that both frames show from inside the photo (not
+    from render's reflected border) and that lie inside the previous frame."""
+    w, h = SIZE
+    (_, cx, cy, s), (_, pcx, pcy, ps) = cur, prev
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    px, py = (gx - w / 2) / s + cx, (gy - h / 2) / s + cy  # the photo's pixel that render put there
+    mx, my = (px - pcx) * ps + w / 2, (py - pcy) * ps + h / 2  # ... and where it was one frame earlier
+    ok = (px >= 0) & (px <= photo_shape[1] - 1) & (py >= 0) & (py <= photo_shape[0] - 1)
+    ok &= (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+    return np.stack([mx, my], -1).astype(np.float32), ok
+
+
 def measure(outputs: dict[str, Path], n: int) -> dict:
-    """Warping error and PSNR of each output (and of the truth), over the n frames."""
+    """Warping error and PSNR of each output (and of the truth), over the n frames. The warping
+    error twice: along the flow estimated from the true frames (Farneback, as a measurement on a
+    real video must), and along the camera path's exact motion (known here: no flow error)."""
     cut = cut_index(n)
+    path, shapes = camera_path(n), [p.shape[:2] for p in photos()]
     readers = {name: decoded_frames(p) for name, p in outputs.items()}
     prev = {}
     sums = {name: [0.0, 0] for name in list(outputs) + ["true"]}  # true: the rendered frames themselves
+    exact = {name: [0.0, 0] for name in sums}
     psnr = {name: [] for name in list(outputs) + ["gray input"]}
     prev_gray = None
     for t, truth in enumerate(true_frames(n)):
@@ -199,9 +218,17 @@ def measure(outputs: dict[str, Path], n: int) -> dict:
                                    borderMode=cv2.BORDER_REPLICATE)
                 sums[name][0] += float(np.abs(ab - warped).mean(-1)[ok].sum())
                 sums[name][1] += int(ok.sum())
+            maps, ok = camera_flow(path[t], path[t - 1], shapes[path[t][0]])
+            for name, ab in abs_now.items():
+                warped = cv2.remap(prev[name], maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+                exact[name][0] += float(np.abs(ab - warped).mean(-1)[ok].sum())
+                exact[name][1] += int(ok.sum())
         prev, prev_gray = abs_now, gray
     return {"warping_error": {k: s / max(c, 1) for k, (s, c) in sums.items()},
+            "warping_error_exact_motion": {k: s / max(c, 1) for k, (s, c) in exact.items()},
             "reliable_pixels": sums["true"][1] / max(1, (n - 2) * SIZE[0] * SIZE[1]),
+            "exact_motion_pixels": exact["true"][1] / max(1, (n - 2) * SIZE[0] * SIZE[1]),
             "psnr": {k: float(np.mean(v)) for k, v in psnr.items()}}
 
 
