@@ -277,3 +277,25 @@ def test_the_command_colorizes_a_folder_of_videos_and_photos(tmp_path, capsys):
         main(["colorize", str(inputs / "a.mp4"), "--out", str(tmp_path / "clip_color.mp4"), "--model", str(model),
               "--quiet"])
     assert e.value.code == 1 and "exists" in capsys.readouterr().err
+
+
+def test_the_benchmark_s_exact_motion_moves_one_frame_onto_the_next():
+    """benchmarks/video.py measures flicker along the camera path's own motion: warping frame
+    t-1 along camera_flow gives frame t (up to resampling), during the pan and the zoom, and the
+    mask leaves out what the earlier frame did not show."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("video_benchmark", ROOT / "benchmarks" / "video.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    n = 40
+    path, photos = bench.camera_path(n), bench.photos()
+    for t in (5, 20):  # in the pan, in the zoom
+        cur, prev = (bench.lab(bench.render(photos[0], *path[i][1:]))[..., 1:] for i in (t, t - 1))
+        maps, ok = bench.camera_flow(path[t], path[t - 1], photos[0].shape[:2])
+        warped = cv2.remap(prev, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moved = np.abs(cur - warped).mean(-1)[ok].mean()
+        still = np.abs(cur - prev).mean(-1)[ok].mean()  # as if nothing had moved
+        assert 0.9 < ok.mean() < 1 and moved < 0.15 * still, (t, moved, still)
