@@ -1,5 +1,7 @@
 import atexit
 import contextlib
+import glob
+import json
 import os
 import shutil
 import signal
@@ -247,6 +249,92 @@ def readme_cluster():
                "home_before": home_before}
     finally:
         end_processes_under(root)
+
+
+# ---- the two-node training run the cluster tests share (test_distributed.py, test_readme_cluster.py)
+
+def project_params(tmp_path, **sections):
+    """A params.yaml for `colorray train` on the cluster: tiny nets, 2 workers, 12 iterations;
+    `sections` override."""
+    import yaml
+
+    base = {"model": {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3},
+            "train": {"iters": 12, "batch_size": 8, "checkpoint_every": 4},
+            "ray": {"num_workers": 2, "cpus_per_worker": 1, "report_every": 2, "eval_every": 12,
+                    "storage_path": str(tmp_path / "ray")},
+            "loader": {"num_workers": 0}}
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def train_cmd(tmp_path, params, shards):
+    # --best '': the project's tune/best_params.yaml (whatever the last `make run` chose, e.g.
+    # n_critic 2) must not change what these tests train.
+    return [sys.executable, "-m", "colorray.cli", "train", "--params", str(params), "--shards", str(shards),
+            "--root", str(tmp_path), "--models", str(tmp_path / "models"), "--metrics", str(tmp_path / "metrics"),
+            "--best", ""]
+
+
+def worker_statuses(tmp_path):
+    """rank -> what that Ray Train worker last wrote of itself (pid, node, iteration, batches)."""
+    return {int(Path(f).stem.split("-")[1]): json.loads(Path(f).read_text())
+            for f in glob.glob(str(tmp_path / "ray" / "colorray-*" / "worker-*.json"))}
+
+
+@pytest.fixture(scope="session")
+def uneven_shards(tmp_path_factory, skimage_shards):
+    """Odd number of training shards, the last one nearly empty (raw records: one chunk of a
+    chosen size per shard; the DAG tests train on the default JPEG shards)."""
+    from colorray.config import DataParams
+    from colorray.data.shards import read_manifest, write_shards
+
+    n = read_manifest(skimage_shards)["splits"]["train"]["count"]
+    # One chunk per shard; a chunk size that leaves an odd number of shards, the last with 1-3 images.
+    chunk = next(c for c in range(100, 1000) if 1 <= n % c <= 3 and (n // c + 1) % 2 == 1)
+    out = tmp_path_factory.mktemp("uneven") / "shards"
+    write_shards(DataParams(encoding="raw", compression="none", chunk_size=chunk, shard_max_mb=0.01),
+                 skimage_shards.parent / "raw", out, progress=False)
+    shards = read_manifest(out)["splits"]["train"]["shards"]
+    assert len(shards) % 2 == 1 and shards[-1]["count"] <= 3, [s["count"] for s in shards]
+    return out
+
+
+RUN_ITERS = 24
+
+
+@pytest.fixture(scope="session")  # built once even if another module's tests run in between
+def cluster_run(tmp_path_factory, uneven_shards, readme_cluster):
+    """The one training run on the README's cluster that the cluster tests examine (a Ray Train
+    run costs about a minute here): `colorray train` with the driver environment the README's
+    commands leave (readme_cluster: RAY_ADDRESS, the token), 2 workers, one per node
+    (STRICT_SPREAD, so both nodes must have joined), over an odd number of shards with the last nearly empty, which both nodes stream from a
+    loopback HTTP server (as from object storage on a real cluster); the rank-1 worker process
+    is killed (SIGKILL) once it has passed iteration 8 and a checkpoint exists. Returns the
+    run's folder, the killed worker's last status, the exit code, the output and the paths the
+    HTTP server served."""
+    tmp_path = tmp_path_factory.mktemp("cluster-run")
+    params = project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
+                            ray={"placement_strategy": "STRICT_SPREAD"})
+    served = []
+    with serve_folder(uneven_shards, served) as url:
+        proc = subprocess.Popen(train_cmd(tmp_path, params, url), cwd=ROOT, env=readme_cluster["env"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline, killed = time.time() + 300, None
+            while time.time() < deadline and killed is None and proc.poll() is None:
+                st = worker_statuses(tmp_path)
+                if 1 in st and st[1]["iter"] >= 8 and glob.glob(str(tmp_path / "ray" / "colorray-*" / "checkpoint_*")):
+                    killed = st[1]
+                    os.kill(killed["pid"], signal.SIGKILL)
+                time.sleep(0.2)
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            proc.kill()
+    assert killed is not None, "the rank-1 worker never reached iteration 8:\n" + out[-3000:]
+    return tmp_path, killed, proc.returncode, out, served
 
 
 @pytest.fixture(scope="module")

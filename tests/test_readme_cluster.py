@@ -1,7 +1,8 @@
 """The README's cluster commands, read from README.md (not retyped) and run as a new user runs
 them on a fresh machine (the `readme_cluster` fixture of conftest.py: an empty HOME with no
 ~/.ray/auth_token yet, token authentication, a head and one more node, both on 127.0.0.1), then
-a tiny training with the driver environment they leave (RAY_ADDRESS set) that needs both nodes.
+a tiny training with the driver environment they leave (RAY_ADDRESS set) that needs both nodes
+(the run the cluster tests share, conftest's cluster_run).
 A driver with another token is refused. (The sweep and distributed tests use the same cluster.)"""
 import json
 import re
@@ -9,15 +10,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from conftest import ROOT, readme_cluster_commands
+from conftest import RUN_ITERS, readme_cluster_commands, worker_statuses
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
 
-def test_readme_cluster_commands_work_on_a_fresh_machine_and_train_on_two_nodes(tmp_path, skimage_shards,
-                                                                                 readme_cluster):
+def test_readme_cluster_commands_work_on_a_fresh_machine_and_train_on_two_nodes(readme_cluster, cluster_run):
     commands = readme_cluster_commands()
     assert "ray get-auth-token --generate" in commands and "RAY_AUTH_MODE=token" in commands
     home, env = readme_cluster["home"], readme_cluster["env"]
@@ -25,22 +24,13 @@ def test_readme_cluster_commands_work_on_a_fresh_machine_and_train_on_two_nodes(
     assert (home / ".ray" / "auth_token").stat().st_mode & 0o077 == 0  # the token is readable by its user only
     assert env["RAY_ADDRESS"] == f"127.0.0.1:{readme_cluster['port']}" and env["RAY_AUTH_MODE"] == "token"
 
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "model": {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3},
-        "train": {"iters": 4, "batch_size": 8, "checkpoint_every": 4},
-        "ray": {"num_workers": 2, "cpus_per_worker": 1, "report_every": 2, "eval_every": 4,
-                "placement_strategy": "STRICT_SPREAD",  # one worker on each node: both must have joined
-                "storage_path": str(tmp_path / "ray")},
-        "loader": {"num_workers": 0}}))
-    r = subprocess.run([sys.executable, "-m", "colorray.cli", "train", "--params", str(params), "--shards",
-                        str(skimage_shards), "--root", str(tmp_path), "--models", str(tmp_path / "models"),
-                        "--metrics", str(tmp_path / "metrics"), "--best", ""],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    nodes = {json.loads(f.read_text())["node_id"] for f in (tmp_path / "ray").glob("colorray-*/worker-*.json")}
+    # The training on them: the cluster tests' shared run (conftest's cluster_run), 2 workers
+    # placed STRICT_SPREAD with the environment the commands left, so both nodes had to join.
+    run_dir, _, returncode, out, _ = cluster_run
+    assert returncode == 0, out[-4000:]
+    nodes = {s["node_id"] for s in worker_statuses(run_dir).values()}
     assert len(nodes) == 2, nodes
-    assert json.loads((tmp_path / "metrics" / "train.json").read_text())["iter"] == 4
+    assert json.loads((run_dir / "metrics" / "train.json").read_text())["iter"] == RUN_ITERS
 
     # A driver with another token is refused, with an error that says so.
     wrong = {**env, "RAY_AUTH_TOKEN": "0" * 32}
