@@ -26,17 +26,12 @@ OBJECTIVES = {
 GLOBAL_BATCH, STEPS = 8, 3
 
 
-def equivalence_worker(config):
-    """Runs inside each Ray worker: K iterations of every objective on the same global batches,
-    this rank taking its slice; saves the final parameters of both networks."""
-    import ray.train
-
+def train_objectives(rank: int, world: int) -> dict:
+    """K iterations of every objective on the same global batches, this rank taking its slice
+    (world 1: the whole batch, in this process); the initial G and the final G and D."""
     from colorray.config import parse_params
     from colorray.train.step import GANTrainer
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(1)
     out = {}
     for name, gan in OBJECTIVES.items():
         # Plain SGD: Adam's and RMSprop's first steps are about lr * sign(gradient), so a
@@ -59,7 +54,17 @@ def equivalence_worker(config):
                 batches.append((L[rank * local:(rank + 1) * local], ab[rank * local:(rank + 1) * local]))
             trainer.train_iteration(batches)
         out[name] = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict()}
-    torch.save(out, Path(config["out"]) / f"world{world}-rank{rank}.pt")
+    return out
+
+
+def equivalence_worker(config):
+    """Runs inside each Ray worker: train_objectives on this rank's slices; saves the result."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(1)
+    torch.save(train_objectives(rank, world), Path(config["out"]) / f"world{world}-rank{rank}.pt")
     ray.train.report({"done": 1})
 
 
@@ -85,10 +90,11 @@ def local_ray():
     ray.shutdown()
 
 
-def test_two_workers_with_half_batches_equal_one_worker_with_the_whole(tmp_path, local_ray):
-    _run_equivalence(tmp_path, 1)
+def test_two_workers_with_half_batches_equal_one_worker_with_the_whole(tmp_path, local_ray, one_torch_thread):
+    """Two Ray Train workers (DDP), each with half of every batch, end with the parameters of
+    plain training on the whole batches in one process (no Ray, no process group)."""
     _run_equivalence(tmp_path, 2)
-    one = torch.load(tmp_path / "world1-rank0.pt", weights_only=True)
+    one = train_objectives(0, 1)
     r0 = torch.load(tmp_path / "world2-rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "world2-rank1.pt", weights_only=True)
     for name in OBJECTIVES:
