@@ -310,11 +310,11 @@ def cluster_run(tmp_path_factory, uneven_shards, readme_cluster):
     """The one training run on the README's cluster that the cluster tests examine (a Ray Train
     run costs about a minute here): `colorray train` with the driver environment the README's
     commands leave (readme_cluster: RAY_ADDRESS, the token), 2 workers, one per node
-    (STRICT_SPREAD, so both nodes must have joined), over an odd number of shards with the last nearly empty, which both nodes stream from a
-    loopback HTTP server (as from object storage on a real cluster); the rank-1 worker process
-    is killed (SIGKILL) once it has passed iteration 8 and a checkpoint exists. Returns the
-    run's folder, the killed worker's last status, the exit code, the output and the paths the
-    HTTP server served."""
+    (STRICT_SPREAD, so both nodes must have joined), over an odd number of shards with the last
+    nearly empty, which both nodes stream from a loopback HTTP server (as from object storage on
+    a real cluster); the rank-1 worker process is killed (SIGKILL) once it has passed iteration 8
+    and a checkpoint exists. Returns the run's folder, the killed worker's last status, the exit
+    code, the output and the paths the HTTP server served."""
     tmp_path = tmp_path_factory.mktemp("cluster-run")
     params = project_params(tmp_path, train={"iters": RUN_ITERS, "checkpoint_every": 4},
                             ray={"placement_strategy": "STRICT_SPREAD"})
