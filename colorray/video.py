@@ -129,7 +129,7 @@ FB_RELATIVE, FB_ABSOLUTE = 0.01, 1.0  # forward-backward tolerance (Sundaram et 
 CUT_FRACTION = 0.6  # a scene cut: more than this share of pixels cannot be followed ...
 CUT_MEAN_LUMA = 30.0  # ... or the warped previous frame differs by this many gray levels on average
 # OpenCV's DIS preset: MEDIUM follows the motion more closely than FAST (on the benchmark's camera
-# path: 8% less warping error after the filter, 15% fewer frames/s; docs/benchmarks/video.md).
+# path: 4 to 7% less warping error after the filter, 15% fewer frames/s; docs/benchmarks/video.md).
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 
 
