@@ -19,10 +19,7 @@ import torch
 
 from colorray.data.loader import ShardStream
 from colorray.data.shards import read_manifest
-from conftest import ROOT, RUN_ITERS, serve_folder
-from conftest import project_params as _project_params
-from conftest import train_cmd as _train_cmd
-from conftest import worker_statuses as _statuses
+from conftest import ROOT, RUN_ITERS, project_params, serve_folder, train_cmd, worker_statuses
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
@@ -45,7 +42,7 @@ def test_uneven_shards_over_http_on_a_two_node_cluster_give_every_rank_the_same_
     with serve_folder(uneven_shards) as url:
         keys = [[k for b in ShardStream(url, "train", 4, rank=r, world_size=2) for k in b["key"]] for r in (0, 1)]
     assert keys[0] and len(keys[0]) == len(keys[1]) and not set(keys[0]) & set(keys[1])
-    st = _statuses(tmp_path)
+    st = worker_statuses(tmp_path)
     assert set(st) == {0, 1}
     assert st[0]["node_id"] != st[1]["node_id"]  # one worker per node
     assert st[0]["iter"] == st[1]["iter"] == RUN_ITERS
@@ -56,7 +53,7 @@ def test_uneven_shards_over_http_on_a_two_node_cluster_give_every_rank_the_same_
 def test_a_killed_worker_is_replaced_and_training_resumes_in_the_same_mlflow_run(cluster_run):
     tmp_path, killed, returncode, out, _ = cluster_run
     assert returncode == 0, out[-4000:]
-    st = _statuses(tmp_path)
+    st = worker_statuses(tmp_path)
     assert st[1]["pid"] != killed["pid"]  # a new worker process took rank 1
     assert st[0]["started_at_iter"] > 0 and st[0]["started_at_iter"] % 4 == 0  # from the last checkpoint
     client, runs = _mlflow_runs(tmp_path)
@@ -76,8 +73,8 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     first_run = glob.glob(str(tmp_path / "ray" / "colorray-*"))
     generator_before = (tmp_path / "models" / "generator.pt").read_bytes()
     end = RUN_ITERS + 12
-    params = _project_params(tmp_path, train={"iters": end, "resume": True})
-    proc = subprocess.Popen(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=readme_cluster["env"],
+    params = project_params(tmp_path, train={"iters": end, "resume": True})
+    proc = subprocess.Popen(train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=readme_cluster["env"],
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
@@ -97,7 +94,7 @@ def test_train_resume_continues_a_finished_run_and_ctrl_c_then_rerun_continues_t
     assert proc.returncode == 130 and "interrupted" in out, out[-3000:]
     assert (tmp_path / "models" / "generator.pt").read_bytes() == generator_before  # nothing written
 
-    r = subprocess.run(_train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=readme_cluster["env"],
+    r = subprocess.run(train_cmd(tmp_path, params, uneven_shards), cwd=ROOT, env=readme_cluster["env"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the interrupted run" in r.stdout
@@ -126,10 +123,10 @@ def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_pa
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)  # its MLflow store; artifacts stay where they are
     source, _, meta = load_generator(tmp_path / "models" / "generator.pt")
     model_id = meta["model_uri"].removeprefix("models:/")
-    params = _project_params(tmp_path, train={"iters": 4, "init_from": meta["model_uri"], "lr_g": 1e-4,
-                                              "amp": "none", "channels_last": False},
-                             ray={"num_workers": 1, "report_every": 2, "eval_every": 4})
-    cmd = _train_cmd(tmp_path, params, uneven_shards)
+    params = project_params(tmp_path, train={"iters": 4, "init_from": meta["model_uri"], "lr_g": 1e-4,
+                                             "amp": "none", "channels_last": False},
+                            ray={"num_workers": 1, "report_every": 2, "eval_every": 4})
+    cmd = train_cmd(tmp_path, params, uneven_shards)
     cmd[cmd.index("--models") + 1] = str(tmp_path / "finetuned")
     r = subprocess.run(cmd, cwd=ROOT, env=readme_cluster["env"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
