@@ -299,7 +299,7 @@ class TuneParams(_Section):
     grace_iters: int = Field(ge=1)  # ASHA / SHA: the first rung; no trial stops before it
     reduction_factor: float = Field(gt=1.0)  # ASHA / SHA: 1/rf of the trials go on at each rung
     seed: int  # the search algorithm's seed
-    num_workers: int = Field(ge=1)  # Ray Train workers per trial
+    num_workers: int = Field(ge=1)  # workers per trial (1: in the trial's own process; more: a Ray Train run)
     cpus_per_worker: float = Field(gt=0.0)
     gpus_per_worker: float = Field(ge=0.0)  # > 0: trials train on GPUs
     space: dict[str, Any]

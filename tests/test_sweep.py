@@ -44,6 +44,21 @@ def _client(tmp_path):
     return client, client.get_experiment_by_name("colorray").experiment_id
 
 
+def _worker_statuses(tmp_path) -> dict[tuple[str, int], dict]:
+    """(trial id, rank) -> what that training process of the trial last wrote of itself (in
+    the folder <trial id>-<start time>: one trial start each here)."""
+    return {(Path(f).parent.name.rsplit("-", 1)[0], int(Path(f).stem.split("-")[1])): json.loads(Path(f).read_text())
+            for f in glob.glob(str(tmp_path / "ray" / "sweep-*" / "train" / "*" / "worker-*.json"))}
+
+
+def _starts(tmp_path) -> list[dict]:
+    """One line per trial start: its id, lineage and the pid of the trial's process."""
+    from colorray.sweep.run import STARTS
+
+    (path,) = glob.glob(str(tmp_path / "ray" / "sweep-*" / STARTS))
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
 def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_path, skimage_shards, readme_cluster):
     """On the cluster the README's commands started (two nodes of one CPU). (The DVC test in
     test_pipeline.py checks that the train stage then uses the winner.)"""
@@ -59,10 +74,11 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
     assert f"{stopped} stopped early by ASHA" in r.stdout
     # Knobs that do not apply are not sampled: the clip only for WGAN trials.
     assert all((row["knob/gan/clip"] != "") == (row["knob/gan/objective"] == "wgan") for row in rows)
-    # Trials ran on both nodes.
-    nodes = {json.loads(Path(f).read_text())["node_id"]
-             for f in glob.glob(str(tmp_path / "ray" / "sweep-*" / "train" / "*" / "worker-0.json"))}
-    assert len(nodes) == 2
+    # Trials ran on both nodes, each in its own process (one worker: no Ray Train run).
+    statuses = _worker_statuses(tmp_path)
+    assert len({st["node_id"] for st in statuses.values()}) == 2
+    trial_pids = {start["trial_id"]: start["pid"] for start in _starts(tmp_path)}
+    assert len(trial_pids) == 6 and {trial: st["pid"] for (trial, _), st in statuses.items()} == trial_pids
 
     best = yaml.safe_load((tmp_path / "tune" / "best_params.yaml").read_text())
     best_row = min((row for row in rows if row["outcome"] == "completed"), key=lambda row: float(row["score"]))
@@ -88,3 +104,25 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
         assert child.data.metrics["iter"] == float(row["iters_run"]) >= float(row["iter"])
         history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val/delta_cf")}
         assert history[int(row["iter"])] == pytest.approx(float(row["val/delta_cf"]))
+
+
+def test_a_trial_of_two_workers_is_a_ray_train_run_over_both_nodes(tmp_path, skimage_shards, readme_cluster):
+    """tune.num_workers: 2: the trial is a data-parallel Ray Train run (one worker a node here,
+    neither in the trial's own process) whose reports reach Tune and the trial's MLflow run."""
+    params = _params(tmp_path, num_samples=1, iters=4, report_every=4, grace_iters=4, scheduler="none",
+                     num_workers=2, max_concurrent_trials=1)
+    r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=readme_cluster["env"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (row,) = _results(tmp_path)
+    assert row["outcome"] == "completed" and int(row["iter"]) == 4 and row["checkpoint"]
+    statuses = {rank: st for (_, rank), st in _worker_statuses(tmp_path).items()}
+    assert sorted(statuses) == [0, 1] and statuses[0]["node_id"] != statuses[1]["node_id"]
+    assert all(st["iter"] == 4 for st in statuses.values())
+    (start,) = _starts(tmp_path)
+    assert start["pid"] not in {st["pid"] for st in statuses.values()}
+    client, exp = _client(tmp_path)
+    (child,) = client.search_runs([exp], filter_string="tags.`colorray.stage` = 'tune-trial'")
+    assert child.info.status == "FINISHED" and child.data.metrics["iter"] == 4
+    assert child.data.tags["colorray.checkpoint"] == row["checkpoint"]
+    assert child.data.metrics["val/delta_cf"] == pytest.approx(float(row["val/delta_cf"]))

@@ -2,11 +2,15 @@
 ASHA or by synchronous successive halving (`_halving`), sampled by Optuna (TPE or random) or a
 grid, recorded as nested MLflow runs, resumable.
 
-Each trial is a small driver function (`run_trial`) that builds a `TorchTrainer` running the
-same `train_loop_per_worker` as the train stage, with Ray Tune's `TuneReportCallback` passing
-its reports to Tune (Ray Train V2: a Train run reports to Tune through that callback, never
-by calling tune.report inside the workers). The driver function holds no
-CPU (`DRIVER_RESOURCES`). So a trial's metrics have the train stage's names, and the MLflow UI compares them directly.
+Each trial (`run_trial`) runs the train stage's training loop (colorray.train.worker.run_loop)
+with its knob values, so a trial's metrics have the train stage's names and the MLflow UI
+compares them directly. A one-worker trial (tune.num_workers: 1) runs the loop in its own
+process, as any Tune function trainable does, holding that worker's CPUs (and GPU) and reporting
+with tune.report: no Ray Train controller and worker processes to start for each trial. A trial
+of more workers is a small driver function that builds a `TorchTrainer` of them, with Ray Tune's
+`TuneReportCallback` passing their reports to Tune (Ray Train V2: a Train run reports to Tune
+through that callback, never by calling tune.report inside the workers); that driver holds no
+CPU (`DRIVER_RESOURCES`).
 
 The sweep folder `<ray.storage_path>/<sweep name>` holds Tune's state; the name is a hash of
 the parameters and the code, so running the stage again after an interruption finds the
@@ -41,9 +45,9 @@ from colorray import tracking
 from colorray.redact import redact
 from colorray.tracking import log_params, setup_mlflow
 from colorray.train import init_from
-from colorray.train.worker import init_ray, torch_trainer, worker_config
+from colorray.train.worker import init_ray, run_loop, torch_trainer, tune_session, worker_config
 
-# A trial's driver function only waits on its Train run: it holds no CPU (a whole one would
+# A multi-worker trial's driver function only waits on its Train run: it holds no CPU (a whole one would
 # idle, and even 0.01 CPU on a node makes that node too small for a worker that wants all of its
 # CPUs: two trials deadlocked that way on a 2-node loopback cluster). The head node's built-in
 # resource is what makes the bundle non-empty (Tune rejects {"CPU": 0} alone) and keeps the
@@ -109,8 +113,17 @@ def trial_lineage(config: dict, trial_id: str) -> str:
     return config["leg"]["lineage"] if "leg" in config else trial_id
 
 
+def trial_resources(sweep: TuneParams) -> dict:
+    """What a trial holds while it runs: a one-worker trial trains in its own process and holds
+    that worker's resources; a larger one's driver only waits on its workers (DRIVER_RESOURCES)."""
+    if sweep.num_workers > 1:
+        return DRIVER_RESOURCES
+    return {"CPU": sweep.cpus_per_worker, **({"GPU": sweep.gpus_per_worker} if sweep.gpus_per_worker else {})}
+
+
 def run_trial(config: dict, static: dict) -> None:
-    """A Tune trial: one Ray Train run with this trial's knob values."""
+    """A Tune trial: a training run with this trial's knob values, in this process (one worker)
+    or as a Ray Train run (more)."""
     import ray.tune
     from mlflow import MlflowClient
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -128,15 +141,18 @@ def run_trial(config: dict, static: dict) -> None:
     run_id = _child_run(client, static, lineage, params)
     log_params(client, run_id, params)
     client.set_tag(run_id, "colorray.knobs", json.dumps(knobs, sort_keys=True))
-    name = f"{trial_id}-{int(time.time())}"  # a fresh Train run each time the trial starts
+    # Where the workers write their status (worker-<rank>.json): a new folder each time the
+    # trial starts (for a Ray Train run, its name too).
+    name = f"{trial_id}-{int(time.time())}"
     run_dir = Path(static["storage_dir"]) / name if static["storage_dir"] else Path(static["tmp"]) / name
     cfg = worker_config(params, static["shards"], run_id, static["tracking_uri"], run_dir,
                         fid_cache=static["fid_cache"], stop_at=static.get("stop_at"),
                         start_from=config["leg"]["checkpoint"] if "leg" in config else None,
                         init_weights=static["init_weights"])
-    result = torch_trainer(params, cfg, name, static["train_storage"], callbacks=[TuneReportCallback()]).fit()
-    if result.checkpoint is not None:
-        client.set_tag(run_id, "colorray.checkpoint", result.checkpoint.path)
+    if params.ray.num_workers == 1:
+        run_loop(cfg, tune_session())
+    else:
+        torch_trainer(params, cfg, name, static["train_storage"], callbacks=[TuneReportCallback()]).fit()
     client.set_terminated(run_id, "FINISHED")
 
 
@@ -173,7 +189,7 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
     from ray.tune.schedulers import ASHAScheduler
 
     sweep = params.tune
-    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), DRIVER_RESOURCES)
+    trainable = rt.with_resources(rt.with_parameters(run_trial, static=static), trial_resources(sweep))
     here = f"{storage.rstrip('/')}/{name}"
     search_alg, num_samples = None, 1
     if space is None:
@@ -191,7 +207,8 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
                                               scheduler=scheduler, num_samples=num_samples,
                                               max_concurrent_trials=sweep.max_concurrent_trials,
                                               trial_dirname_creator=trial_dirname),
-                    run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1)).fit()
+                    run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1,
+                                            checkpoint_config=rt.CheckpointConfig(num_to_keep=2))).fit()
     return check_finished(grid, expected, here, ctrl_c)
 
 
@@ -286,7 +303,9 @@ def _rows(results, knobs: dict[str, Knob], metric: str, iters: int, runs: dict) 
         for key in knobs:
             row[KNOB_PREFIX + key] = knob_values.get(key, NOT_SAMPLED)
         row["mlflow_run_id"] = runs.get(trial_id, "")
-        row["checkpoint"] = m.get("checkpoint_path", "")
+        # The trial's last checkpoint: Tune's own (a one-worker trial), or its Train run's
+        # (TuneReportCallback passes that path as a metric).
+        row["checkpoint"] = m.get("checkpoint_path") or (r.checkpoint.path if r.checkpoint else "")
         rows.append(row)
     return sorted(rows, key=lambda row: row["trial_id"])
 
@@ -482,6 +501,8 @@ def run_sweep(base: dict, params: Params, shards: str | Path, root: Path, out: P
         row["iters_run"] = int(max(row["iter"], child.data.metrics.get("iter", 0) if child else 0))
         if child:  # trials that ASHA stopped never ended their MLflow run themselves
             client.set_tag(row["mlflow_run_id"], "colorray.outcome", row["outcome"])
+            if row["checkpoint"]:
+                client.set_tag(row["mlflow_run_id"], "colorray.checkpoint", row["checkpoint"])
             client.set_terminated(row["mlflow_run_id"], "FAILED" if row["outcome"] == "error" else "FINISHED")
     best = _best(rows)
     write_text_atomic(out / "best_params.yaml", _best_yaml(best, knobs, name, parent))

@@ -1,5 +1,7 @@
 """The Ray Train side of training: what every worker runs (`train_loop_per_worker`), the
-TorchTrainer that runs it as params.ray says, and the Ray instance it runs on.
+TorchTrainer that runs it as params.ray says, and the Ray instance it runs on. The same loop
+(`run_loop`) runs in a one-worker sweep trial's own process (colorray.sweep.run): a `Session`
+says where it runs.
 
 Workers each stream their own part of the shards (`plan_epoch` splits by rank), average
 gradients with one all-reduce per optimizer step (`allreduce_mean_grads`), and call
@@ -16,7 +18,9 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import ray
 import ray.train
@@ -57,11 +61,46 @@ def _mean_over_ranks(metrics: dict, device) -> dict:
     return dict(zip(keys, t.tolist()))
 
 
-def train_loop_per_worker(config: dict) -> None:
+@dataclass
+class Session:
+    """Where the training loop runs: its rank among `world` processes, its device, the
+    checkpoint it continues (a restarted run's latest, or None), how it reports a row of metrics
+    with an optional checkpoint folder, and the Checkpoint class of that API."""
+    rank: int
+    world: int
+    device: torch.device
+    checkpoint: Any
+    report: Callable[[dict, Any], None]
+    checkpoint_type: type
+
+
+def train_session() -> Session:
+    """A Ray Train worker's session (its process group is already set up)."""
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    return Session(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
+                   ray.train.get_checkpoint(), lambda m, c: ray.train.report(m, checkpoint=c),
+                   ray.train.Checkpoint)
+
+
+def tune_session() -> Session:
+    """The session of a Ray Tune trial that trains in its own process (one worker, rank 0): Tune
+    gives it the checkpoint to continue and takes its reports; Ray has set CUDA_VISIBLE_DEVICES
+    to the trial's GPU, if it has one."""
+    import ray.tune
+
+    device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
+    return Session(0, 1, device, ray.tune.get_checkpoint(), lambda m, c: ray.tune.report(m, checkpoint=c),
+                   ray.tune.Checkpoint)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """What every Ray Train worker runs."""
+    run_loop(config, train_session())
+
+
+def run_loop(config: dict, session: Session) -> None:
+    rank, world, device = session.rank, session.world, session.device
     params = parse_params(config["params"], origin="params (from the driver)")
-    device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(config["threads"])))
     run_dir = Path(config["run_dir"])
 
@@ -69,9 +108,9 @@ def train_loop_per_worker(config: dict) -> None:
     # Where the run starts: this run's latest checkpoint (Ray restarted the workers after a
     # failure), else config["start_from"] (train.resume: a finished run's state; a sweep trial
     # promoted to the next rung: its last one), else from scratch.
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint
     if checkpoint is None and config.get("start_from"):
-        checkpoint = ray.train.Checkpoint(config["start_from"])
+        checkpoint = session.checkpoint_type(config["start_from"])
     stats: list[dict] = []  # rank 0's report rows, kept with every checkpoint (STATS)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -150,8 +189,8 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0 and (trainer.iter % t.checkpoint_every == 0 or last):
                 trainer.save(Path(tmp) / CHECKPOINT)
                 (Path(tmp) / STATS).write_text("".join(json.dumps(row) + "\n" for row in stats))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+                ckpt = session.checkpoint_type.from_directory(tmp)
+            session.report(metrics, ckpt)
         images, start = 0, time.perf_counter()
 
 
