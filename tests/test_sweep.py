@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 TINY = {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3}
 
 
-def _params(tmp_path, **tune) -> Path:
+def _params(tmp_path, train=None, **tune) -> Path:
     raw = {"model": TINY, "loader": {"num_workers": 0}, "ray": {"storage_path": str(tmp_path / "ray")},
+           "train": train or {},
            "tune": {"num_samples": 6, "iters": 8, "report_every": 4, "grace_iters": 4,
                     "reduction_factor": 3, "max_concurrent_trials": 2, **tune}}
     path = tmp_path / "params.yaml"
@@ -109,7 +110,8 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
 def test_a_trial_of_two_workers_is_a_ray_train_run_over_both_nodes(tmp_path, skimage_shards, readme_cluster):
     """tune.num_workers: 2: the trial is a data-parallel Ray Train run (one worker a node here,
     neither in the trial's own process) whose reports reach Tune and the trial's MLflow run."""
-    params = _params(tmp_path, num_samples=1, iters=4, report_every=4, grace_iters=4, scheduler="none",
+    params = _params(tmp_path, train={"amp": "none", "channels_last": False},  # no precision probe: not under test
+                     num_samples=1, iters=4, report_every=4, grace_iters=4, scheduler="none",
                      num_workers=2, max_concurrent_trials=1)
     r = subprocess.run(_cmd(tmp_path, params, skimage_shards), cwd=ROOT, env=readme_cluster["env"],
                        capture_output=True, text=True, timeout=900)
