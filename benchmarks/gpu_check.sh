@@ -7,7 +7,9 @@
 #    mode `auto` chooses with its probe cost, and torch.compile of the chosen mode;
 # 2. a 200-iteration Ray Train run of the embedded default with ray.use_gpu: true (2 workers if
 #    the machine has 2 GPUs), reporting img/s and peak GPU memory;
-# 3. colorray colorize on cuda: a folder of 64-px images and one 12-MP photo.
+# 3. colorray colorize on cuda: a folder of 64-px images and one 12-MP photo;
+# 4. a 2-trial sweep with tune.gpus_per_worker: 0.5 (one-worker trials, in their own processes,
+#    two on one GPU), each trial's precision tags printed from its MLflow run.
 # Target (issue 14): >= 5,000 img/s at 64 px on one H100-class GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,3 +64,25 @@ $PY -c "import json,sys; m=json.load(open('$PROJ/metrics/train.json')); print('t
 echo "== 3. colorize on cuda"
 $PY benchmarks/colorize.py --device cuda --out "$OUT/colorize"
 nvidia-smi --query-gpu=memory.used --format=csv
+
+echo "== 4. a sweep of one-worker trials sharing a GPU (tune.gpus_per_worker: 0.5)"
+$PY - "$PROJ" <<'EOF'
+import sys, yaml
+from pathlib import Path
+root = Path(sys.argv[1])
+raw = yaml.safe_load((root / "params.yaml").read_text())
+raw["tune"].update(num_samples=2, iters=40, report_every=20, grace_iters=20, max_concurrent_trials=2,
+                   num_workers=1, cpus_per_worker=2, gpus_per_worker=0.5)
+(root / "params.yaml").write_text(yaml.safe_dump(raw))
+EOF
+(cd "$PROJ" && "$PY" -m colorray.cli tune --params params.yaml --shards data/shards --root . --out tune 2>&1 \
+    | grep -E "device|trials|Best" | tail -10)
+$PY - "$PROJ" <<'EOF'
+import sys
+from mlflow import MlflowClient
+client = MlflowClient(f"sqlite:///{sys.argv[1]}/mlflow.db")
+exp = client.get_experiment_by_name("colorray")
+for run in client.search_runs([exp.experiment_id], filter_string="tags.`colorray.stage` = 'tune-trial'"):
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("colorray.precision.")}
+    print(run.info.run_name, run.info.status, run.data.metrics.get("img/s"), tags)
+EOF
