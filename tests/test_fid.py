@@ -62,6 +62,15 @@ def test_absent_weights_name_the_exact_path(tmp_path, monkeypatch):
         inception_extractor(str(tmp_path / "mine.pth"))
 
 
+def test_the_weights_url_is_pytorch_fids():
+    """colorray names the file pytorch-fid's loader fetches without importing it (seconds)."""
+    from pytorch_fid.inception import FID_WEIGHTS_URL as theirs
+
+    from colorray.metrics.fid import FID_WEIGHTS_URL
+
+    assert FID_WEIGHTS_URL == theirs and theirs.endswith("/" + WEIGHTS_FILE)
+
+
 def test_validation_reports_val_fid_with_an_injected_extractor(tmp_path, skimage_shards):
     from colorray.config import parse_params
     from colorray.train.loop import validate

@@ -151,6 +151,16 @@ def test_lpips_without_its_weights_names_the_file_to_download():
     assert str(lpips_weights_path()) in msg and "alexnet-owt" in msg
 
 
+def test_the_lpips_weights_are_the_file_torchvision_reads():
+    """colorray names AlexNet's weights file without importing torchvision.models (seconds)."""
+    from torchvision.models import AlexNet_Weights
+
+    from colorray.metrics.registry import LPIPS_WEIGHTS_URL
+
+    assert LPIPS_WEIGHTS_URL == AlexNet_Weights.DEFAULT.url
+    assert lpips_weights_path().name == AlexNet_Weights.DEFAULT.url.rsplit("/", 1)[1]
+
+
 def test_every_metric_that_can_select_a_model_has_a_direction_in_the_registry():
     """Selection, the report and tune read which way is better from the registry: every
     evaluate.select_by choice and every tune.metric must have one there."""

@@ -23,7 +23,12 @@ import torch
 from colorray.atomic import write_bytes_atomic
 from colorray.config import Params
 
-WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # the name pytorch-fid's URL ends with
+# pytorch_fid.inception.FID_WEIGHTS_URL, written out: importing pytorch_fid.inception (it loads
+# torchvision) costs seconds, in every run that only reports FID as unavailable.
+# tests/test_fid.py checks it against pytorch-fid's.
+FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   "pt_inception-2015-12-05-6726825d.pth")
+WEIGHTS_FILE = Path(FID_WEIGHTS_URL).name
 DIMS = 2048
 
 Extractor = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) RGB in [0, 1] -> (N, D)
@@ -47,19 +52,16 @@ def fid_available(configured: str | None = None) -> bool:
 
 def unavailable_message(configured: str | None = None) -> str:
     path = fid_weights_path(configured)
-    from pytorch_fid.inception import FID_WEIGHTS_URL
-
     return (f"FID unavailable: the pytorch-fid Inception weights are not at {path}. Download "
             f"{FID_WEIGHTS_URL} and save it there (or set metrics.fid_weights to where it is).")
 
 
 def inception_extractor(configured: str | None = None, device="cpu") -> Extractor:
     """pytorch-fid's InceptionV3 (pool3, 2048-d), weights read from `fid_weights_path()`."""
-    from pytorch_fid import inception
-
     path = fid_weights_path(configured)
     if not path.is_file():
         raise FIDUnavailable(unavailable_message(configured))
+    from pytorch_fid import inception
 
     def from_disk(url, *args, **kwargs):  # pytorch-fid's own loader, pointed at the file
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -82,20 +82,20 @@ def already_gray(rgb8: np.ndarray) -> np.ndarray:
     return spread.reshape(len(rgb8), -1).mean(axis=1) <= GRAY_PHOTO_LEVELS
 
 LPIPS_NET = "alex"
+# torchvision's AlexNet_Weights.DEFAULT.url, written out: importing torchvision.models to read it
+# costs seconds (it loads torch._dynamo), in every evaluation that has no LPIPS weights at all.
+# tests/test_metrics.py checks it against torchvision's.
+LPIPS_WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
 
 def lpips_weights_path() -> Path:
     """Where torchvision reads the AlexNet weights LPIPS needs (its hub cache; no download here)."""
-    from torchvision.models import AlexNet_Weights
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.DEFAULT.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(LPIPS_WEIGHTS_URL).name
 
 
 def lpips_unavailable_message() -> str:
-    from torchvision.models import AlexNet_Weights
-
     return (f"LPIPS unavailable: torchvision's AlexNet weights are not at {lpips_weights_path()}. "
-            f"Download {AlexNet_Weights.DEFAULT.url} and save it there (or set TORCH_HOME).")
+            f"Download {LPIPS_WEIGHTS_URL} and save it there (or set TORCH_HOME).")
 
 
 def lpips_model(pretrained_backbone: bool = True):

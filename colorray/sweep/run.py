@@ -206,7 +206,10 @@ def _fit(storage: str, name: str, static: dict, params: Params, knobs: dict[str,
                     tune_config=rt.TuneConfig(metric=metric, mode=MODE, search_alg=search_alg,
                                               scheduler=scheduler, num_samples=num_samples,
                                               max_concurrent_trials=sweep.max_concurrent_trials,
-                                              trial_dirname_creator=trial_dirname),
+                                              trial_dirname_creator=trial_dirname,
+                                              # the next trial runs in a finished one's process:
+                                              # no new process importing torch, Ray and MLflow
+                                              reuse_actors=True),
                     run_config=rt.RunConfig(name=name, storage_path=storage, verbose=1,
                                             checkpoint_config=rt.CheckpointConfig(num_to_keep=2))).fit()
     return check_finished(grid, expected, here, ctrl_c)
