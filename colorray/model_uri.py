@@ -24,6 +24,13 @@ BASE_MODEL = "builtin:base"  # the colorizer that ships inside the package (colo
 BASE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "base.pt"
 
 
+def default_tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store in the project (absolute: Ray workers
+    run in other folders). Here, not in colorray.tracking: the init stage resolves a built-in
+    or file reference on every `dvc repro` and need not import MLflow for it."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
 def is_mlflow_uri(ref: str) -> bool:
     return ref.startswith(("models:/", "runs:/"))
 

@@ -4,7 +4,6 @@ champion alias) in colorray.evaluate."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow
@@ -12,17 +11,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Param
 
 from colorray.data.storage import location, read_bytes
+from colorray.model_uri import default_tracking_uri
 from colorray.redact import redact
 from colorray.config import Params, flatten
 
 EXPERIMENT = "colorray"
 PRECISION_TAG = "colorray.precision."  # MLflow tags of the mode the run computed in
-
-
-def default_tracking_uri(root: Path) -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store in the project (absolute: Ray workers
-    run in other folders)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
 # The MLflow UI (3.x) opens an experiment without this tag in its GenAI view (traces, prompts);

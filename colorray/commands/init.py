@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from colorray.config import load_params
-from colorray.tracking import default_tracking_uri
+from colorray.model_uri import default_tracking_uri
 from colorray.train.init_from import resolve
 
 
