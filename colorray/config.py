@@ -273,11 +273,13 @@ class LoaderParams(_Section):
 
 
 class MetricsParams(_Section):
-    """The `metrics:` section: where the weights of weight-based metrics are."""
+    """The `metrics:` section: where the weights of weight-based metrics are, and how many val
+    images the val metrics of training and sweeps measure."""
 
     section: ClassVar[str] = "metrics"
 
     fid_weights: Optional[str]  # null: $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth
+    val_images: int = Field(ge=1)  # the first N of the val split (always the same ones), each val evaluation
 
 
 class TuneParams(_Section):

@@ -253,16 +253,19 @@ def readme_cluster():
 
 # ---- the two-node training run the cluster tests share (test_distributed.py, test_readme_cluster.py)
 
+VAL_IMAGES = 64  # metrics.val_images of the cluster tests' runs
+
+
 def project_params(tmp_path, **sections):
-    """A params.yaml for `colorray train` on the cluster: tiny nets, 2 workers, 12 iterations;
-    `sections` override."""
+    """A params.yaml for `colorray train` on the cluster: tiny nets, 2 workers, 12 iterations,
+    val metrics on 64 images; `sections` override."""
     import yaml
 
     base = {"model": {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3},
             "train": {"iters": 12, "batch_size": 8, "checkpoint_every": 4},
             "ray": {"num_workers": 2, "cpus_per_worker": 1, "report_every": 2, "eval_every": 12,
                     "storage_path": str(tmp_path / "ray")},
-            "loader": {"num_workers": 0}}
+            "loader": {"num_workers": 0}, "metrics": {"val_images": VAL_IMAGES}}
     for k, v in sections.items():
         base.setdefault(k, {}).update(v)
     path = tmp_path / "params.yaml"

@@ -19,7 +19,7 @@ import torch
 
 from colorray.data.loader import ShardStream
 from colorray.data.shards import read_manifest
-from conftest import ROOT, RUN_ITERS, project_params, serve_folder, train_cmd, worker_statuses
+from conftest import ROOT, RUN_ITERS, VAL_IMAGES, project_params, serve_folder, train_cmd, worker_statuses
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
@@ -136,7 +136,7 @@ def test_training_from_a_logged_model_starts_at_its_val_metrics_and_names_its_pa
     (run,) = [x for x in runs if x.data.tags.get("colorray.parent.model_id") == model_id]
     assert run.data.tags["colorray.parent.init_from"] == meta["model_uri"] and model_id in run.info.run_name
     start = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/l1")}
-    expected, _ = validate(source, uneven_shards, "cpu")
+    expected, _ = validate(source, uneven_shards, "cpu", max_images=VAL_IMAGES)
     assert start[0] == pytest.approx(expected["val/l1"], rel=1e-5) and set(start) == {0, 4}
     record = json.loads((tmp_path / "finetuned" / "init.json").read_text())
     assert record["model_id"] == model_id and record["discriminator"] is True

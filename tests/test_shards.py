@@ -64,7 +64,9 @@ def test_raw_shards_hold_chunks(tmp_path, skimage_shards):
 
 def test_shard_size_is_bounded(tmp_path, skimage_shards):
     raw = skimage_shards.parent / "raw"
-    for cfg in (DataParams(shard_max_mb=0.05, compression="none"), DataParams(shard_max_mb=0.5, encoding="raw", chunk_size=8)):
+    # a third of the photos (data.subset_fraction): still dozens of shards of each kind
+    for cfg in (DataParams(shard_max_mb=0.05, compression="none", subset_fraction=0.3),
+                DataParams(shard_max_mb=0.5, encoding="raw", chunk_size=8, subset_fraction=0.3)):
         m = write_shards(cfg, raw, tmp_path / cfg.encoding, progress=False)
         sizes = [sh["bytes"] for s in m["splits"].values() for sh in s["shards"]]
         assert len(sizes) > 10 and max(sizes) <= cfg.shard_max_mb * 2**20, cfg.encoding
@@ -81,7 +83,9 @@ def _run_shard(params_file, raw, out):
 def test_shard_stage_killed_halfway_leaves_only_complete_shards_and_reruns_identically(tmp_path, skimage_shards):
     raw = skimage_shards.parent / "raw"
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"image_size": 128, "shard_max_mb": 0.4, "chunk_size": 4}}))
+    # half of the photos (data.subset_fraction), in dozens of shards: a kill lands mid-run
+    params.write_text(yaml.safe_dump({"data": {"image_size": 128, "shard_max_mb": 0.4, "chunk_size": 4,
+                                               "subset_fraction": 0.5}}))
 
     # Reference: an uninterrupted run.
     ref = _run_shard(params, raw, tmp_path / "ref")
