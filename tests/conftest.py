@@ -245,10 +245,26 @@ def readme_cluster():
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
         driver = dict(line.split("=", 1) for line in (root / "driver.env").read_text().split("\0") if "=" in line)
+        _LIVE_CLUSTERS.append(root)
         yield {"env": driver, "output": r.stdout + r.stderr, "root": root, "home": home, "port": port,
                "home_before": home_before}
     finally:
         end_processes_under(root)
+
+
+_LIVE_CLUSTERS: list[Path] = []  # the readme_cluster of this test process, while it runs
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The README's cluster ends after the last test that uses it (in collection order), not
+    at the end of the session: an idle cluster of two nodes costs about 4 CPU-s a minute, and the
+    other tests of its test process run for minutes after the cluster tests."""
+    if not _LIVE_CLUSTERS or "readme_cluster" not in item.fixturenames:
+        return
+    later = item.session.items[item.session.items.index(item) + 1:]
+    if not any("readme_cluster" in other.fixturenames for other in later):
+        end_processes_under(_LIVE_CLUSTERS.pop())
 
 
 # ---- the two-node training run the cluster tests share (test_distributed.py, test_readme_cluster.py)
