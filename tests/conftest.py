@@ -269,7 +269,7 @@ def pytest_runtest_teardown(item, nextitem):
 
 # ---- the two-node training run the cluster tests share (test_distributed.py, test_readme_cluster.py)
 
-VAL_IMAGES = 64  # metrics.val_images of the cluster tests' runs
+VAL_IMAGES = 64  # metrics.val_images of the cluster, sweep and DAG tests' runs
 
 
 def project_params(tmp_path, **sections):

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
+from conftest import ROOT, TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, VAL_IMAGES, needs_tiny_imagenet
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dag")]
 
@@ -43,7 +43,7 @@ def project(tmp_path):
     params["ray"].update({"report_every": 2, "eval_every": 4, "cpus_per_worker": 1})
     params["loader"].update({"num_workers": 0})
     params["classifier"].update({"epochs": 1, "max_train_images": 256})
-    params["metrics"]["val_images"] = 64  # each val evaluation of the trials and the training run
+    params["metrics"]["val_images"] = VAL_IMAGES  # each val evaluation of the trials and the training run
     params["evaluate"].update({"max_images": 64, "grid_images": 4, "diversity_images": 2, "diversity_samples": 2})
     params["tune"].update({"enabled": False, "num_samples": 1, "iters": 4, "report_every": 2, "grace_iters": 2,
                            "scheduler": "none"})
@@ -263,7 +263,7 @@ def _check_mlflow(proj):
     exp = client.get_experiment_by_name("colorray")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`colorray.stage` = 'train'")
     assert run.data.metrics["iter"] == 4 and "val/colorfulness" in run.data.metrics
-    assert run.data.metrics["val/images"] == 64  # metrics.val_images
+    assert run.data.metrics["val/images"] == VAL_IMAGES  # metrics.val_images
     assert [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
     (model,) = [m for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
                 if m.source_run_id == run.info.run_id]

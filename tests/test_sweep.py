@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, VAL_IMAGES
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clusters")]
 
@@ -20,7 +20,7 @@ TINY = {"g_channels": 4, "g_channels_max": 16, "d_channels": 4, "g_depth": 3}
 
 def _params(tmp_path, train=None, **tune) -> Path:
     raw = {"model": TINY, "loader": {"num_workers": 0}, "ray": {"storage_path": str(tmp_path / "ray")},
-           "metrics": {"val_images": 64},
+           "metrics": {"val_images": VAL_IMAGES},
            "train": train or {},
            "tune": {"num_samples": 6, "iters": 8, "report_every": 4, "grace_iters": 4,
                     "reduction_factor": 3, "max_concurrent_trials": 2, **tune}}
@@ -106,7 +106,7 @@ def test_a_sweep_on_a_two_node_cluster_records_nested_runs_and_its_winner(tmp_pa
         assert child.data.metrics["iter"] == float(row["iters_run"]) >= float(row["iter"])
         history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val/delta_cf")}
         assert history[int(row["iter"])] == pytest.approx(float(row["val/delta_cf"]))
-        assert child.data.metrics["val/images"] == 64  # metrics.val_images
+        assert child.data.metrics["val/images"] == VAL_IMAGES
 
 
 def test_a_trial_of_two_workers_is_a_ray_train_run_over_both_nodes(tmp_path, skimage_shards, readme_cluster):

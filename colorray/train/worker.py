@@ -135,14 +135,19 @@ def run_loop(config: dict, session: Session) -> None:
     fid = None
     if rank == 0 and config.get("fid_cache"):  # val/fid when the Inception weights are present
         fid = inception_extractor(params.metrics.fid_weights, device)
+
+    def val_metrics():
+        """Rank 0's val metrics of the generator now, and its sample grid."""
+        return validate(trainer.G, config["shards"], device, params.metrics.val_images, fid=fid,
+                        fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
+
     run_id = config["run_id"]
     if rank == 0:
         print(f"[colorray] {world} worker(s), global batch {t.batch_size} = {local_batch} per worker, "
               f"device {device}, {trainer.precision.summary()}, starting at iteration {trainer.iter}", flush=True)
         client.log_batch(run_id, tags=[RunTag(PRECISION_TAG + k, str(v)) for k, v in trainer.precision.tags().items()])
         if init is not None:  # where a fine-tuning starts: the starting model's val metrics, at step 0
-            val, grid = validate(trainer.G, config["shards"], device, params.metrics.val_images, fid=fid,
-                                 fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
+            val, grid = val_metrics()
             client.log_image(run_id, grid, artifact_file=f"samples/iter_{0:07d}.png")
             client.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in val.items()])
     # Where each rank stands, for operators (and the tests): pid, node, iteration, batches read.
@@ -175,8 +180,7 @@ def run_loop(config: dict, session: Session) -> None:
                   f"{', ~' + format_seconds(left) + ' left' if not last else ''}; {metrics['img/s']:.1f} img/s, "
                   f"loss/g/l1 {metrics.get('loss/g/l1', float('nan')):.4f}", flush=True)
             if trainer.iter % r.eval_every == 0 or last:
-                val, grid = validate(trainer.G, config["shards"], device, params.metrics.val_images, fid=fid,
-                                     fid_cache=config.get("fid_cache") and Path(config["fid_cache"]))
+                val, grid = val_metrics()
                 metrics.update(val)
                 client.log_image(run_id, grid, artifact_file=f"samples/iter_{trainer.iter:07d}.png")
             now = int(time.time() * 1000)
