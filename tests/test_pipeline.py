@@ -339,12 +339,16 @@ def _ctrl_c_during_tune(proj, env) -> tuple[str, dict]:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
+        # The moment the second trial starts (one trial at a time: the first has reached the
+        # rung), by its own line in the sweep's record of trial starts, written before it does
+        # anything else. (Tune's experiment state is saved on Tune's schedule: a short trial can
+        # start and finish between two saves.)
         deadline = time.time() + 400
         while time.time() < deadline:
-            s = _leg_states(proj)
-            if "TERMINATED" in s.values() and "RUNNING" in s.values():
+            starts = glob.glob(str(proj / "ray_results" / "sweep-*" / STARTS))
+            if starts and len(Path(starts[0]).read_text().splitlines()) >= 2:
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
         else:
             pytest.fail(f"the sweep never got part-way: {_leg_states(proj)}")
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
