@@ -31,6 +31,7 @@ import torch
 from colorray.atomic import write_json_atomic
 
 PROBE_BUDGET_S = 20.0  # the whole probe, on the default architecture at 64 px, batch 32, 2 cores
+BUDGET_VAR = "COLORRAY_PROBE_BUDGET_S"  # another budget (seconds), e.g. a shorter one on a slow laptop
 SLOWER = 1.5  # a mode this many times slower than the best is not timed again
 CACHE_FILE = "precision.json"
 
@@ -188,6 +189,21 @@ def remember(key: str, choice: Precision, signature: str, workload: dict) -> Non
 
 # ---- the probe --------------------------------------------------------------------------------
 
+def probe_budget() -> float:
+    """Seconds the probe may spend: $COLORRAY_PROBE_BUDGET_S, else PROBE_BUDGET_S. Every mode
+    still runs once untimed and once timed, whatever the budget; more rounds while it lasts."""
+    raw = os.environ.get(BUDGET_VAR)
+    if raw is None or raw == "":
+        return PROBE_BUDGET_S
+    try:
+        budget = float(raw)
+    except ValueError:
+        budget = float("nan")
+    if not budget > 0 or budget == float("inf"):
+        raise ValueError(f"{BUDGET_VAR}={raw!r}: expected a number of seconds > 0 (unset: {PROBE_BUDGET_S:g})")
+    return budget
+
+
 def measure(modes: list[tuple[str, bool]], make_step: Callable[[str, bool], Callable[[], None]],
             sync: Callable[[], None] = lambda: None, budget_s: float = PROBE_BUDGET_S) -> dict[str, float]:
     """Seconds per iteration of each mode. Every mode is built and run once untimed (kernel
@@ -233,12 +249,13 @@ def choose(amp: str, channels_last: str | bool, device: torch.device, workload: 
     hit = cached(key)
     if hit is not None:
         return hit
+    budget = probe_budget()
     log(f"precision: timing {len(modes)} modes of the training step on {signature.split(' torch ')[0]} "
         f"(once per device, architecture and batch; cached in {cache_path()})")
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        seconds = measure(modes, make_step, sync)
+        seconds = measure(modes, make_step, sync, budget)
     fastest = min(seconds, key=seconds.get)
     a, cl = next((a, cl) for a, cl in modes if mode_label(a, cl) == fastest)
     choice = Precision(a, cl, "probe", seconds, time.perf_counter() - t0)

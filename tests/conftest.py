@@ -53,6 +53,10 @@ os.environ.update({
     # session's own: no result of an earlier session or of the user's runs decides what a test
     # measures.
     "COLORRAY_CACHE_DIR": str(SESSION_DIR / "cache"),
+    # ... and a short probe: every mode still built, run and timed (one round instead of up to
+    # five in 20 s: 19 -> 5 CPU-s for the demo nets). Which mode wins is not what the DAG,
+    # sweep and cluster tests check; test_precision.py tests the probe itself.
+    "COLORRAY_PROBE_BUDGET_S": "2",
 })
 tempfile.tempdir = None  # tempfile reads TMPDIR again
 for _name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "MLFLOW_TRACKING_URI",

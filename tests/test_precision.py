@@ -47,6 +47,33 @@ def test_auto_probes_once_picks_the_fastest_mode_and_then_answers_from_the_cache
     assert len(json.loads(cache.read_text())) == 2
 
 
+def test_the_probe_budget_is_the_environment_s_and_each_mode_is_timed_at_least_once(cache, monkeypatch):
+    """COLORRAY_PROBE_BUDGET_S: a budget smaller than one round still builds, runs and times every
+    mode (one untimed and one timed run each); the default budget gives fast steps 5 timed rounds."""
+    monkeypatch.setattr(prec, "native_cpu_bf16", lambda: True)
+    runs: dict = {}
+
+    def make_step(amp, cl):
+        label = prec.mode_label(amp, cl)
+        runs[label] = 0
+
+        def step():
+            runs[label] += 1
+            time.sleep(0.01)
+        return step
+
+    monkeypatch.setenv(prec.BUDGET_VAR, "0.001")
+    short = prec.choose("auto", "auto", CPU, {"batch": 4}, make_step, log=lambda m: None)
+    assert set(runs.values()) == {2} and set(short.seconds) == set(runs) and short.source == "probe"
+    monkeypatch.delenv(prec.BUDGET_VAR)
+    prec.choose("auto", "auto", CPU, {"batch": 8}, make_step, log=lambda m: None)
+    assert set(runs.values()) == {6}  # 1 untimed + 5 rounds, well within PROBE_BUDGET_S
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv(prec.BUDGET_VAR, bad)
+        with pytest.raises(ValueError, match=f"COLORRAY_PROBE_BUDGET_S='{bad}': expected a number of seconds > 0"):
+            prec.choose("auto", "auto", CPU, {"batch": 16}, make_step, log=lambda m: None)
+
+
 def test_a_clearly_slower_mode_is_timed_once(cache, monkeypatch):
     monkeypatch.setattr(prec, "native_cpu_bf16", lambda: True)
     runs = {}
