@@ -169,15 +169,29 @@ needs_tiny_imagenet = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def skimage_shards(tmp_path_factory):
-    """The embedded default dataset, fetched and sharded once per test session."""
+    """The embedded default dataset, fetched and sharded once per test session: under `pytest
+    -n`, once for all its test processes (in the session's own folder, which pytest-xdist gives
+    them as the parent of each one's temp folder): the first builds it, the others wait for it.
+    Read-only for the tests."""
+    import fcntl
+
     from colorray.config import DataParams
     from colorray.data.shards import write_shards
     from colorray.data.sources import fetch_source
 
-    root = tmp_path_factory.mktemp("skimage")
-    cfg = DataParams()
-    fetch_source(cfg, root / "raw", root / "downloads")
-    write_shards(cfg, root / "raw", root / "shards", progress=False)
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / "skimage"
+    with open(base / "skimage.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process ends
+        if not root.exists():
+            partial = base / "skimage.partial"
+            shutil.rmtree(partial, ignore_errors=True)  # a process that died building it
+            cfg = DataParams()
+            fetch_source(cfg, partial / "raw", partial / "downloads")
+            write_shards(cfg, partial / "raw", partial / "shards", progress=False)
+            partial.rename(root)
     return root / "shards"
 
 
