@@ -54,7 +54,7 @@ os.environ.update({
     # measures.
     "COLORRAY_CACHE_DIR": str(SESSION_DIR / "cache"),
     # ... and a short probe: every mode still built, run and timed (one round instead of up to
-    # five in 20 s: 19 -> 5 CPU-s for the demo nets). Which mode wins is not what the DAG,
+    # five in 20 s: 19 -> 9 CPU-s for the demo nets). Which mode wins is not what the DAG,
     # sweep and cluster tests check; test_precision.py tests the probe itself.
     "COLORRAY_PROBE_BUDGET_S": "2",
 })
