@@ -198,8 +198,8 @@ def probe_budget() -> float:
     try:
         budget = float(raw)
     except ValueError:
-        budget = float("nan")
-    if not budget > 0 or budget == float("inf"):
+        budget = 0.0  # refused below, as a non-positive or infinite (or nan) number is
+    if not 0 < budget < float("inf"):
         raise ValueError(f"{BUDGET_VAR}={raw!r}: expected a number of seconds > 0 (unset: {PROBE_BUDGET_S:g})")
     return budget
 
