@@ -164,14 +164,18 @@ def test_a_tampered_registry_alias_does_not_run_its_pickle_in_colorize(generator
             return model_input
 
     marker, uri = tmp_path / "code-ran", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Requirements given, so MLflow does not load the model in a subprocess to infer them.
+    requirements = ["mlflow"]
     with mlflow_tracking(uri):
         mlflow.set_experiment("colorray")
         with mlflow.start_run():  # version 1: the pickle, plus a real generator file
             mlflow.pyfunc.log_model(name="colorizer", python_model=Tampered(marker),
-                                    artifacts={"generator": str(generator)}, registered_model_name="colorray")
+                                    artifacts={"generator": str(generator)}, registered_model_name="colorray",
+                                    pip_requirements=requirements)
         with mlflow.start_run():  # version 2: the pickle alone
-            mlflow.pyfunc.log_model(name="colorizer", python_model=Tampered(marker), registered_model_name="colorray")
-    marker.unlink(missing_ok=True)  # MLflow itself loads the model once while logging it
+            mlflow.pyfunc.log_model(name="colorizer", python_model=Tampered(marker), registered_model_name="colorray",
+                                    pip_requirements=requirements)
+    marker.unlink(missing_ok=True)  # in case MLflow loaded the model while logging it
     from skimage import data
     from PIL import Image
 
