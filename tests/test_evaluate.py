@@ -23,7 +23,7 @@ pytestmark = pytest.mark.xdist_group("evaluate")
 
 TINY = {"model": {"g_channels": 8, "g_channels_max": 32, "d_channels": 8},
         "train": {"iters": 60, "batch_size": 16, "checkpoint_every": 1000},
-        "loader": {"num_workers": 0}, "classifier": {"epochs": 1, "max_train_images": 512},
+        "loader": {"num_workers": 0}, "classifier": {"epochs": 1, "max_train_images": 128},
         "evaluate": {"max_images": 96, "select_by": "delta_cf"}}
 
 
