@@ -236,8 +236,10 @@ def init_ray() -> None:
         local_only()
     # "local", not None: ray.init() without an address joins any cluster `ray start` left running
     # on this machine (/tmp/ray/ray_current_cluster) instead of starting the private one.
-    ray.init(address=address or "local", dashboard_host="127.0.0.1",
-             runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    # No runtime_env: a job with one starts every worker through Ray's setup process (about a
+    # CPU-second more each) and cannot use the workers Ray starts ahead. (MLflow's telemetry is
+    # off in the workers all the same: colorray/__init__.py, imported before MLflow there.)
+    ray.init(address=address or "local", dashboard_host="127.0.0.1")
 
 
 def local_only() -> None:
