@@ -151,8 +151,9 @@ def test_resume_continues_bit_for_bit(tmp_path, skimage_shards, gan):
 def test_every_preset_builds_and_runs_an_iteration(name):
     size = PRESETS[name]["data"]["image_size"]
     # fp32, contiguous: a check of the numerics (finite losses), not of the speed (no probe).
-    # One iteration: its n_critic critic steps and a generator step, at the preset's image size
-    # (a second iteration costs as much again: 17 s for 003-wgan-gp on one AVX2 core).
+    # One iteration at the preset's image size: a generator step, after n_critic critic steps
+    # where the preset trains adversarially from the start (a second iteration costs as much
+    # again: 17 s for 003-wgan-gp on one AVX2 core).
     p = parse_params({"preset": name, "data": {"image_size": size},
                       "train": {"batch_size": 2, "amp": "none", "channels_last": False}})
     assert p.train.batch_size == 2  # an explicit value overrides the preset
