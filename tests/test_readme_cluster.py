@@ -32,8 +32,9 @@ def test_readme_cluster_commands_work_on_a_fresh_machine_and_train_on_two_nodes(
     assert len(nodes) == 2, nodes
     assert json.loads((run_dir / "metrics" / "train.json").read_text())["iter"] == RUN_ITERS
 
-    # A driver with another token is refused, with an error that says so.
-    wrong = {**env, "RAY_AUTH_TOKEN": "0" * 32}
+    # A driver with another token is refused, with an error that says so. (Ray tries again once a
+    # second for 20 s before it gives up; the answer is the same each time, so two tries here.)
+    wrong = {**env, "RAY_AUTH_TOKEN": "0" * 32, "RAY_gcs_server_port_wait_time_s": "2"}
     r = subprocess.run([sys.executable, "-c", "import ray; ray.init(); print('JOINED')"], env=wrong,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode != 0 and "JOINED" not in r.stdout
