@@ -24,6 +24,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Ray Train's controller polls its workers every 2 s, and each ray.train.report waits for that
 # poll; the tests report every few iterations, so they poll faster (subprocesses inherit it).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# Ray Train's preemption watcher (an actor, so a process importing Ray, in every Ray Train run)
+# waits for a node to be drained (a spot instance reclaimed): no node of the suite's clusters is,
+# and Ray offers this switch to leave it out. Users' runs keep it.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 # `make test` runs two pytest workers on two cores: each worker's torch (and the stages it
 # starts) gets its share of the cores, not all of them. Two workers each running two OpenMP
 # threads on two cores spin-wait on each other: the preset tests took twice as long that way.
