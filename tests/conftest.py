@@ -171,6 +171,44 @@ needs_tiny_imagenet = pytest.mark.skipif(
 )
 
 
+
+def jpeg_bytes(seed: int, size=(24, 20)) -> bytes:
+    """A JPEG of random colours, `size` (width, height), the same for the same seed."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def tiny_imagenet_zip(path: Path, wnids: list[str], per_class: int, val: int, size=(24, 20)) -> str:
+    """A zip in Tiny-ImageNet-200's official layout (wnids.txt, words.txt, train/<wnid>/images
+    with each class's boxes file, val/images with val_annotations.txt, and a test/ folder that
+    colorray must never extract); returns its sha256."""
+    import hashlib
+    import zipfile
+
+    files = {"tiny-imagenet-200/wnids.txt": "".join(f"{w}\n" for w in wnids).encode(),
+             "tiny-imagenet-200/words.txt": "".join(f"{w}\tclass {w}\n" for w in wnids).encode()}
+    for c, wnid in enumerate(wnids):
+        files[f"tiny-imagenet-200/train/{wnid}/{wnid}_boxes.txt"] = b""
+        for i in range(per_class):
+            files[f"tiny-imagenet-200/train/{wnid}/images/{wnid}_{i}.JPEG"] = jpeg_bytes(c * per_class + i, size)
+    ann = []
+    for i in range(val):
+        files[f"tiny-imagenet-200/val/images/val_{i}.JPEG"] = jpeg_bytes(100_000 + i, size)
+        ann.append(f"val_{i}.JPEG\t{wnids[i % len(wnids)]}\t0\t0\t{size[0] - 1}\t{size[1] - 1}")
+    files["tiny-imagenet-200/val/val_annotations.txt"] = "\n".join(ann).encode()
+    files["tiny-imagenet-200/test/images/test_0.JPEG"] = jpeg_bytes(999_999, size)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 @pytest.fixture(scope="session")
 def skimage_shards(tmp_path_factory):
     """The embedded default dataset, fetched and sharded once per test session: under `pytest

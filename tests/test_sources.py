@@ -1,13 +1,11 @@
 """Each source's fetch + parser on a small archive the test builds in the official layout."""
 import gzip
-import hashlib
 import io
 import tarfile
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from colorray.config import DataParams
 from colorray.data.download import ChecksumError
@@ -15,15 +13,8 @@ from colorray.data.shards import SPLITS, write_shards
 from colorray.data.sources import (SKIMAGE_PHOTOS, colorize_digit, fetch_source, get_source,
                                    mnist_ab)
 
-from conftest import TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet
-
-
-def _jpeg(seed: int, size=(24, 20)) -> bytes:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG")
-    return buf.getvalue()
+from conftest import TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, needs_tiny_imagenet, tiny_imagenet_zip
+from conftest import jpeg_bytes as _jpeg
 
 
 def _zip(path, files: dict[str, bytes]):
@@ -40,19 +31,8 @@ def _run(tmp_path, **params):
 
 
 def test_tiny_imagenet_layout(tmp_path):
-    files = {"tiny-imagenet-200/wnids.txt": b"n01\nn02\n", "tiny-imagenet-200/words.txt": b"n01\tfish\n"}
-    for wnid in ("n01", "n02"):
-        files[f"tiny-imagenet-200/train/{wnid}/{wnid}_boxes.txt"] = b""
-        for i in range(5):
-            files[f"tiny-imagenet-200/train/{wnid}/images/{wnid}_{i}.JPEG"] = _jpeg(i + len(files))
-    ann = []
-    for i in range(6):
-        files[f"tiny-imagenet-200/val/images/val_{i}.JPEG"] = _jpeg(100 + i)
-        ann.append(f"val_{i}.JPEG\t{'n01' if i % 2 else 'n02'}\t0\t0\t63\t63")
-    files["tiny-imagenet-200/val/val_annotations.txt"] = "\n".join(ann).encode()
-    files["tiny-imagenet-200/test/images/test_0.JPEG"] = _jpeg(999)
-    archive = _zip(tmp_path / "tiny.zip", files)
-    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    archive = tmp_path / "tiny.zip"
+    sha = tiny_imagenet_zip(archive, ["n01", "n02"], per_class=5, val=6)
 
     m = _run(tmp_path, source="tiny-imagenet", url=archive.as_uri(), sha256=sha)
     assert m["splits"]["train"]["count"] == 10  # official train is the training split
