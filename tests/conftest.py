@@ -28,6 +28,13 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # waits for a node to be drained (a spot instance reclaimed): no node of the suite's clusters is,
 # and Ray offers this switch to leave it out. Users' runs keep it.
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# Ray's log monitor (a process on every node) looks for new worker log files ten times a second
+# until its node has 1,000 of them, then twice a second. The suite's nodes start hundreds of
+# short-lived workers and actors, and rescanning their folder is most of its work: with 186
+# files, 2.3 -> 1.3 CPU-s a minute a node when it rescans twice a second from the start (the
+# price: a new worker's first lines reach its driver up to half a second later). Users' clusters
+# keep Ray's default.
+os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
 # `make test` runs two pytest workers on two cores: each worker's torch (and the stages it
 # starts) gets its share of the cores, not all of them. Two workers each running two OpenMP
 # threads on two cores spin-wait on each other: the preset tests took twice as long that way.
