@@ -173,3 +173,16 @@ def test_nothing_that_is_not_colorrays_is_touched_whatever_lies_beside_the_outpu
     # Publishing is refused exactly when something in the way is not colorray's.
     in_the_way = [n for n, s in states.items() if s not in ("absent", "owned") and not (n == "target" and s == "empty")]
     assert published == (not in_the_way), states
+
+
+def test_the_clean_clone_benchmark_replaces_only_a_clone_it_made(tmp_path):
+    """benchmarks/clean_clone.sh removes its previous clone before cloning again: a folder of
+    that name that it did not make (no marker in its .git) is refused, untouched."""
+    user = tmp_path / "colorray-clean-clone"
+    (user / ".git").mkdir(parents=True)
+    (user / "notes.txt").write_text("mine")
+    before = _snapshot(user)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "clean_clone.sh"), "test"], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "CLONE": str(user)})
+    assert r.returncode == 1 and f"{user} exists and this script did not make it" in r.stderr
+    assert _snapshot(user) == before
