@@ -178,7 +178,6 @@ needs_tiny_imagenet = pytest.mark.skipif(
 )
 
 
-
 def jpeg_bytes(seed: int, size=(24, 20)) -> bytes:
     """A JPEG of random colours, `size` (width, height), the same for the same seed."""
     import io
@@ -215,6 +214,7 @@ def tiny_imagenet_zip(path: Path, wnids: list[str], per_class: int, val: int, si
         for name, data in files.items():
             zf.writestr(name, data)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
 
 @pytest.fixture(scope="session")
 def skimage_shards(tmp_path_factory):
