@@ -8,9 +8,9 @@
 # so that ../shared resolves as in CI), installed by `make venv` with an empty HOME (pip's
 # download cache kept: $PIP_CACHE_DIR, else ~/.cache/pip), then `.ci/run` (an empty HOME, no Ray
 # before, none left after) or `make run` (an empty HOME). It prints the CPU kind, the machine's
-# speed before and after (the CPU seconds of 5 million iterations of a Python loop: these
-# machines drift by a third from hour to hour, so compare two versions of the code within the
-# same hour), the install's and the command's wall time, the machine's CPU time during the
+# speed before and after (the CPU seconds of 5 million iterations of a Python loop, and of a
+# fresh interpreter importing torch, Ray Train and MLflow: these machines drift by a third and
+# more from hour to hour, so compare two versions of the code within the same hour), the install's and the command's wall time, the machine's CPU time during the
 # command, and pytest's summary line. Commit first: the clone holds HEAD, not the working tree.
 # The clone stays for a look; the next run replaces it (only a folder this script made).
 set -euo pipefail
@@ -43,6 +43,15 @@ for i in range(5_000_000):
     s += i
 print(f"{time.process_time() - t:.2f} s")'
 }
+# The suite's own kind of work: a fresh interpreter importing torch, Ray Train and MLflow (what
+# most of its processes start with), CPU seconds, the median of three; after the install.
+imports() {
+    for _ in 1 2 3; do
+        .venv/bin/python -W ignore -c 'import torch, ray.train, mlflow, resource
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(f"{r.ru_utime + r.ru_stime:.1f}")'
+    done | sort -n | sed -n 2p | sed 's/$/ CPU-s/'
+}
 busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }  # user nice system irq softirq
 minutes() { printf '%d min %02d s' $(($1 / 60)) $(($1 % 60)); }
 
@@ -63,6 +72,7 @@ fi
 installed=$(date +%s)
 rm -rf "$home"
 echo "install: $(minutes $((installed - start)))"
+echo "imports before: $(imports)"
 
 ticks0=$(busy_ticks)
 status=0
@@ -79,4 +89,5 @@ tail -n 3 "$log"
 echo "make $what: $(minutes $((end - installed))) (exit $status; $(minutes $((end - start))) with the install);" \
      "machine CPU $(((ticks1 - ticks0) / $(getconf CLK_TCK))) s; log: $log"
 echo "yardstick after: $(yardstick)"
+echo "imports after: $(imports)"
 exit $status
