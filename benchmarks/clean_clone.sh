@@ -10,8 +10,9 @@
 # before, none left after) or `make run` (an empty HOME). It prints the CPU kind, the machine's
 # speed before and after (the CPU seconds of 5 million iterations of a Python loop, and of a
 # fresh interpreter importing torch, Ray Train and MLflow: these machines drift by a third and
-# more from hour to hour, so compare two versions of the code within the same hour), the install's and the command's wall time, the machine's CPU time during the
-# command, and pytest's summary line. Commit first: the clone holds HEAD, not the working tree.
+# more from hour to hour, so compare two versions of the code within the same hour), the
+# install's and the command's wall time, the machine's CPU time during the command, and pytest's
+# summary line. Commit first: the clone holds HEAD, not the working tree.
 # The clone stays for a look; the next run replaces it (only a folder this script made).
 set -euo pipefail
 
