@@ -196,7 +196,6 @@ def tiny_imagenet_zip(path: Path, wnids: list[str], per_class: int, val: int, si
     with each class's boxes file, val/images with val_annotations.txt, and a test/ folder that
     colorray must never extract); returns its sha256."""
     import hashlib
-    import zipfile
 
     files = {"tiny-imagenet-200/wnids.txt": "".join(f"{w}\n" for w in wnids).encode(),
              "tiny-imagenet-200/words.txt": "".join(f"{w}\tclass {w}\n" for w in wnids).encode()}
@@ -210,10 +209,17 @@ def tiny_imagenet_zip(path: Path, wnids: list[str], per_class: int, val: int, si
         ann.append(f"val_{i}.JPEG\t{wnids[i % len(wnids)]}\t0\t0\t{size[0] - 1}\t{size[1] - 1}")
     files["tiny-imagenet-200/val/val_annotations.txt"] = "\n".join(ann).encode()
     files["tiny-imagenet-200/test/images/test_0.JPEG"] = jpeg_bytes(999_999, size)
+    return hashlib.sha256(write_zip(path, files).read_bytes()).hexdigest()
+
+
+def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+    """A zip of these members (name -> bytes) at `path`; returns the path."""
+    import zipfile
+
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in files.items():
             zf.writestr(name, data)
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Path(path)
 
 
 @pytest.fixture(scope="session")

@@ -14,14 +14,7 @@ from colorray.data.sources import (SKIMAGE_PHOTOS, colorize_digit, fetch_source,
                                    mnist_ab)
 
 from conftest import (TINY_IMAGENET_MINI, TINY_IMAGENET_MINI_SHA256, jpeg_bytes, needs_tiny_imagenet,
-                      tiny_imagenet_zip)
-
-
-def _zip(path, files: dict[str, bytes]):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return path
+                      tiny_imagenet_zip, write_zip)
 
 
 def _run(tmp_path, **params):
@@ -43,7 +36,7 @@ def test_tiny_imagenet_layout(tmp_path):
 
 
 def test_wrong_checksum_is_refused_and_raw_is_not_created(tmp_path):
-    archive = _zip(tmp_path / "tiny.zip", {"tiny-imagenet-200/train/n01/images/a.JPEG": jpeg_bytes(1)})
+    archive = write_zip(tmp_path / "tiny.zip", {"tiny-imagenet-200/train/n01/images/a.JPEG": jpeg_bytes(1)})
     cfg = DataParams(source="tiny-imagenet", url=archive.as_uri(), sha256="1" * 64)
     with pytest.raises(ChecksumError, match="checksum mismatch"):
         fetch_source(cfg, tmp_path / "raw", tmp_path / "dl")
@@ -73,8 +66,8 @@ def test_places365_keeps_only_the_chosen_category(tmp_path):
 def test_coco2017_uses_official_val_as_test_and_subsets_by_hash(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    _zip(mirror / "train2017.zip", {f"train2017/{i:012d}.jpg": jpeg_bytes(i) for i in range(40)})
-    _zip(mirror / "val2017.zip", {f"val2017/{i:012d}.jpg": jpeg_bytes(100 + i) for i in range(10)})
+    write_zip(mirror / "train2017.zip", {f"train2017/{i:012d}.jpg": jpeg_bytes(i) for i in range(40)})
+    write_zip(mirror / "val2017.zip", {f"val2017/{i:012d}.jpg": jpeg_bytes(100 + i) for i in range(10)})
     m = _run(tmp_path, source="coco2017", url=mirror.as_uri() + "/", subset_fraction=0.5)
     assert m["inputs"] == 50
     assert m["kept"] + m["outside_subset"] == 50 and 10 < m["kept"] < 40
@@ -86,7 +79,7 @@ def test_coco2017_uses_official_val_as_test_and_subsets_by_hash(tmp_path):
 def test_celeba_follows_the_official_partition(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    _zip(mirror / "img_align_celeba.zip", {f"img_align_celeba/{i:06d}.jpg": jpeg_bytes(i) for i in range(1, 10)})
+    write_zip(mirror / "img_align_celeba.zip", {f"img_align_celeba/{i:06d}.jpg": jpeg_bytes(i) for i in range(1, 10)})
     (mirror / "list_eval_partition.txt").write_text(
         "".join(f"{i:06d}.jpg {0 if i <= 5 else 1 if i <= 7 else 2}\n" for i in range(1, 10)))
     source = get_source("celeba")

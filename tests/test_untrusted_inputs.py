@@ -26,8 +26,7 @@ from colorray.data.sources import fetch_source
 from colorray.data.shards import write_shards
 from colorray.data.tarstream import ShardFormatError
 from colorray.redact import redact
-from conftest import ROOT, jpeg_bytes, serve_folder
-from test_sources import _zip
+from conftest import ROOT, jpeg_bytes, serve_folder, write_zip
 
 
 def _shard_folder(tmp_path, skimage_shards, manifest_edit=None, samples=None):
@@ -177,7 +176,7 @@ def test_credentials_stay_out_of_mlflow_source_json_manifests_and_generator_file
     files = {f"tiny-imagenet-200/train/n01/images/n01_{i}.JPEG": jpeg_bytes(i) for i in range(4)}
     files["tiny-imagenet-200/val/images/val_0.JPEG"] = jpeg_bytes(9)
     (tmp_path / "site").mkdir()
-    archive = _zip(tmp_path / "site" / "tiny.zip", files)
+    archive = write_zip(tmp_path / "site" / "tiny.zip", files)
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     with serve_folder(tmp_path / "site") as base:
         url = f"{base}tiny.zip?X-Amz-Signature={SECRET}"
