@@ -1,6 +1,7 @@
 """The package's shape: imports flow one way (no cycle, none hidden inside functions), and each
 DVC stage's code deps in dvc.yaml are exactly the files its script imports, so `dvc repro`
-re-runs a stage whenever code it runs changes, and only then."""
+re-runs a stage whenever code it runs changes, and only then. And the install is pinned, the
+build included, so that `make` on a new machine installs what it did here."""
 
 from __future__ import annotations
 
@@ -161,3 +162,33 @@ def test_the_defaults_are_params_of_the_stages_that_read_them():
             keys.add("objectives")
         assert set(defaults) == keys, f"dvc.yaml stage {name!r}: colorray/defaults.yaml keys {sorted(defaults)}, " \
                                       f"params.yaml keys {sorted(keys)}"
+
+
+def test_the_install_is_pinned_down_to_the_build_backend_and_pip():
+    """`make venv` on a new machine gets the versions this one has: pip and every dependency by
+    constraints.txt, and the build backend, which pip fetches into an isolated build folder
+    (constraints do not reach it), by an exact version in pyproject.toml. The license is an
+    SPDX expression: setuptools warns that a TOML-table license stops building after 2027-02-18."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    backend = [Requirement(r) for r in project["build-system"]["requires"]]
+    assert backend and all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in backend), backend
+    assert isinstance(project["project"]["license"], str)
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not a pin (name==version)"
+            pins[canonicalize_name(name)] = version
+    wanted = project["project"]["dependencies"] + [r for extra in project["project"]["optional-dependencies"].values()
+                                                   for r in extra]
+    unpinned = [r for r in wanted if canonicalize_name(Requirement(r).name) not in pins]
+    assert not unpinned, f"constraints.txt has no version for {unpinned}"
+    assert "pip" in pins
+    installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if " pip install" in line]
+    assert installs and all("-c constraints.txt" in line for line in installs), installs
+
