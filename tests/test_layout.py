@@ -169,12 +169,11 @@ def test_the_install_is_pinned_down_to_the_build_backend_and_pip():
     constraints.txt, and the build backend, which pip fetches into an isolated build folder
     (constraints do not reach it), by an exact version in pyproject.toml. The license is an
     SPDX expression: setuptools warns that a TOML-table license stops building after 2027-02-18."""
-    import tomllib
-
+    import tomlkit  # not tomllib: Python 3.10 has none (tomlkit comes with DVC)
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = tomlkit.parse((ROOT / "pyproject.toml").read_text()).unwrap()
     backend = [Requirement(r) for r in project["build-system"]["requires"]]
     assert backend and all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in backend), backend
     assert isinstance(project["project"]["license"], str)
