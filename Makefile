@@ -14,11 +14,15 @@ export PATH := $(BIN):$(PATH)
 
 venv: $(STAMP)
 
-# Reinstall only when the declared or pinned dependencies change.
+# Reinstall only when the declared or pinned dependencies change. pip compiles the bytecode of
+# every package it installs but an editable one: colorray's is compiled here, or, where
+# PYTHONDONTWRITEBYTECODE is set (CI, many containers), every process would compile its modules
+# again (0.3 CPU-s for all of them; the test suite starts about a hundred such processes).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m compileall -q colorray
 	touch $@
 
 run: $(STAMP)
