@@ -23,12 +23,11 @@ import time
 
 import torch
 
-from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab, to_uint8
 from colorray.colorize import load_model
 from colorray.config import parse_params
 from colorray.data.loader import make_loader
 from colorray.evaluate import _grid, promotion_tests
-from colorray.images import to_uint8
 from colorray.metrics.registry import MetricAccumulator, already_gray
 
 COLUMNS = ["psnr", "ssim", "delta_cf", "colorfulness", "lpips"]

@@ -110,3 +110,8 @@ def lab_to_rgb_normalized(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """Inverse of `rgb_uint8_to_lab`: normalised (L, ab) -> float sRGB (N, 3, H, W) in [0, 1]."""
     lab = torch.cat(((L + 1.0) * L_SCALE, ab * AB_SCALE), 1)
     return lab_to_rgb(lab.float())
+
+
+def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1], channels first (..., 3, H, W) -> 8-bit, channels last (..., H, W, 3)."""
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1)

@@ -18,10 +18,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from colorray.atomic import write_bytes_atomic
-from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab, to_uint8
 from colorray.data.decode import IMAGE_EXTENSIONS, BadImage, decode_image
 from colorray.data.shards import read_image_file
-from colorray.images import array_to_uint8, encode, to_uint8
+from colorray.images import array_to_uint8, encode
 from colorray.model_uri import builtin_weights, download_weights, is_mlflow_uri
 from colorray.models.files import generator_from_state, read_model_file
 

@@ -27,13 +27,13 @@ import torch
 from mlflow import MlflowClient
 
 from colorray.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab, to_uint8
 from colorray.colorize import enable_dropout
 from colorray.config import Params
 from colorray.data.loader import load_split
 from colorray.data.shards import MANIFEST, read_manifest
 from colorray.data.storage import location, read_bytes
-from colorray.images import encode, to_uint8
+from colorray.images import encode
 from colorray.metrics import classifier as clf
 from colorray.metrics.fid import FIDUnavailable, inception_extractor
 from colorray.metrics.registry import (LOWER, NEITHER, MetricAccumulator, better, lpips_model,

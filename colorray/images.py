@@ -1,20 +1,16 @@
-"""Images between tensors, arrays and files: one way to quantise to 8 bits, one encoder."""
+"""Images between arrays and files: one way to quantise to 8 bits, one encoder. No torch here:
+the fetch and shard stages use it, and importing torch costs them seconds (tensors:
+`colorray.color.to_uint8`)."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
-import torch
 from PIL import Image
 
 # colorize's --format choices -> Pillow format names
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tif": "TIFF"}
-
-
-def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
-    """RGB in [0, 1], channels first (..., 3, H, W) -> 8-bit, channels last (..., H, W, 3)."""
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1)
 
 
 def array_to_uint8(a: np.ndarray) -> np.ndarray:

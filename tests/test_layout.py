@@ -6,6 +6,8 @@ build included, so that `make` on a new machine installs what it did here."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,17 @@ def test_each_stage_script_imports_the_module_its_command_runs():
         script = ROOT / stage["cmd"].split()[1]
         module = sub.choices[name].get_default("run").split(":")[0]
         assert module in {m for m, _ in imports(script)}, f"{script} does not import {module}"
+
+
+def test_the_data_stages_start_without_torch():
+    """fetch downloads and unpacks, shard decodes with Pillow and writes tars: neither imports
+    torch (3-4 CPU-s on these machines) to start, nor to refuse a bad input. (Writing
+    webdataset tars imports it: webdataset does.)"""
+    code = ("import sys; import colorray.cli, colorray.commands.fetch, colorray.commands.shard; "
+            "print(*[m for m in ('torch', 'webdataset', 'mlflow', 'ray') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == []
 
 
 def test_the_defaults_are_params_of_the_stages_that_read_them():

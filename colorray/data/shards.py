@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from tqdm import tqdm
 
 from colorray.atomic import publish, replace_dir, staging_dir, write_json_atomic
@@ -297,6 +296,10 @@ class SplitWriter:
         stream = self._file
         if self.fmt.compression == "gzip":  # no name, mtime 0: byte-identical reruns
             stream = self._gz = gzip.GzipFile(fileobj=self._file, mode="wb", filename="", mtime=0)
+        # Imported here, not at the top: webdataset imports torch (seconds), which the stage's
+        # checks of its inputs and output folder need not wait for.
+        import webdataset as wds
+
         self._tar = wds.TarWriter(stream, mtime=TAR_MTIME)
         self.shards.append({"name": name, "count": 0, "bytes": 0})
         if self.fmt.encoding == "raw":

@@ -37,8 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from colorray.color import lab_to_rgb_normalized
-from colorray.images import to_uint8
+from colorray.color import lab_to_rgb_normalized, to_uint8
 from colorray.metrics import colorfulness
 from colorray.metrics.fid import activation_statistics, cached_statistics, frechet_distance
 

@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from colorray.atomic import write_json_atomic
-from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab
+from colorray.color import lab_to_rgb_normalized, rgb_uint8_to_lab, to_uint8
 from colorray.config import Params, flatten
 from colorray.data.loader import make_loader
 from colorray.data.shards import read_manifest
 from colorray.data.storage import location
-from colorray.images import to_uint8
 from colorray.metrics.registry import MetricAccumulator
 from colorray.progress import format_seconds
 from colorray.train.step import GANTrainer, load_checkpoint, metric_values
