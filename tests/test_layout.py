@@ -203,4 +203,3 @@ def test_the_install_is_pinned_down_to_the_build_backend_and_pip():
     assert "pip" in pins
     installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if " pip install" in line]
     assert installs and all("-c constraints.txt" in line for line in installs), installs
-
